@@ -1,0 +1,432 @@
+//! The seven Actions: validation in the seed's order (blank, format, existence), then
+//! the lifecycle step. Answers are plain data; the api layer wraps them.
+
+pub mod params;
+
+use crate::catalog::{Catalog, CatalogApp};
+use crate::config::Config;
+use crate::error::AppError;
+use crate::host;
+use crate::messages::{Language, message};
+use crate::store::{AppRecord, NewApp, Status, Store, StoreError};
+use params::Params;
+use rand::distr::{Alphanumeric, SampleString};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Install,
+    Uninstall,
+    Start,
+    Stop,
+    Restart,
+    Status,
+    List,
+}
+
+impl Action {
+    pub fn from_name(name: &str) -> Option<Action> {
+        Some(match name {
+            "AppInstall" => Action::Install,
+            "AppUninstall" => Action::Uninstall,
+            "AppStart" => Action::Start,
+            "AppStop" => Action::Stop,
+            "AppRestart" => Action::Restart,
+            "AppStatus" => Action::Status,
+            "AppList" => Action::List,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Install => "AppInstall",
+            Action::Uninstall => "AppUninstall",
+            Action::Start => "AppStart",
+            Action::Stop => "AppStop",
+            Action::Restart => "AppRestart",
+            Action::Status => "AppStatus",
+            Action::List => "AppList",
+        }
+    }
+
+    /// The parameter naming the app, for Actions that answer `{"app_id"}` even on failure.
+    fn id_param(self) -> Option<&'static str> {
+        match self {
+            Action::Install => Some("customer_app_name"),
+            Action::Status | Action::List => None,
+            _ => Some("app_id"),
+        }
+    }
+
+    /// `ResponseData` when the call failed: `{"app_id"}` for mutating Actions when the
+    /// request names a well-formed id, else null.
+    pub fn failure_data(self, params: &Params) -> serde_json::Value {
+        self.id_param()
+            .and_then(|name| params.text(name).ok().flatten())
+            .filter(|id| is_valid_app_id(id))
+            .map_or(
+                serde_json::Value::Null,
+                |id| serde_json::json!({ "app_id": id }),
+            )
+    }
+}
+
+/// `^[a-z0-9]{2,32}$`: the id goes verbatim into unit names and paths, so this is also
+/// the injection guard.
+pub fn is_valid_app_id(id: &str) -> bool {
+    (2..=32).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// AppStatusInfo / AppDetailInfo (SPEC); one shape serves both.
+#[derive(Debug, Serialize)]
+pub struct AppDetailInfo {
+    pub app_id: String,
+    pub name: String,
+    pub customer_name: String,
+    pub trade_mark: String,
+    pub app_version: String,
+    pub status_code: &'static str,
+    pub status: &'static str,
+    pub status_reason: Option<ReasonInfo>,
+    /// Byte progress exists only while pulling; nothing pulls before the image pipeline.
+    pub progress: (),
+    pub official_app: bool,
+    pub image_url: String,
+    pub running_info: Option<RunningInfo>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReasonInfo {
+    pub code: String,
+    pub message: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunningInfo {
+    pub port: u16,
+    pub compose_file: PathBuf,
+    pub url: String,
+    pub admin_url: String,
+    pub user_name: String,
+    pub password: String,
+    pub default_domain: String,
+    pub set_domain: String,
+}
+
+pub struct Actions {
+    store: Store,
+    catalog: Catalog,
+    config: Config,
+    public_host: String,
+    in_progress: Mutex<HashMap<String, &'static str>>,
+}
+
+impl Actions {
+    pub fn new(store: Store, catalog: Catalog, config: Config) -> Actions {
+        let public_host = if config.public_host.is_empty() {
+            host::primary_address()
+        } else {
+            config.public_host.clone()
+        };
+        Actions {
+            store,
+            catalog,
+            config,
+            public_host,
+            in_progress: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn call(
+        &self,
+        action: Action,
+        params: &Params,
+        language: Language,
+    ) -> Result<serde_json::Value, AppError> {
+        match action {
+            Action::Install => self.install(params).map(app_id_data),
+            Action::Uninstall => self.uninstall(params).map(app_id_data),
+            Action::Start | Action::Stop | Action::Restart => {
+                self.change_state(action, params).map(app_id_data)
+            }
+            Action::Status => to_json(self.status(params, language)?),
+            Action::List => to_json(self.list(params, language)?),
+        }
+    }
+
+    fn install(&self, params: &Params) -> Result<String, AppError> {
+        let app_name = params.text("app_name")?.ok_or(AppError::AppNameBlank)?;
+        let app = self
+            .catalog
+            .get(app_name)
+            .ok_or_else(|| AppError::AppNameNotExist(app_name.into()))?;
+        let app_id = params
+            .text("customer_app_name")?
+            .ok_or(AppError::CustomerAppNameBlank)?;
+        if !is_valid_app_id(app_id) {
+            return Err(AppError::CustomerAppNameFormat);
+        }
+        if let Some(existing) = self.store.get(app_id)? {
+            return Err(name_taken(existing.app_id, existing.status));
+        }
+        let version = params
+            .text("app_version")?
+            .ok_or(AppError::AppVersionBlank)?;
+        if !app.meta.versions.iter().any(|v| v == version) {
+            return Err(AppError::AppVersionNotExist(format!(
+                "{app_name} has no version {version:?}; it has {}",
+                app.meta.versions.join(", ")
+            )));
+        }
+        let resources = host::Resources::probe(&self.config.state_dir)
+            .map_err(|e| AppError::System(format!("reading host resources: {e}")))?;
+        let shortfalls = resources.shortfalls(&app.meta.requirements);
+        if !shortfalls.is_empty() {
+            return Err(AppError::RequirementNotEnough(shortfalls.join("; ")));
+        }
+        let _busy = self.begin(app_id, Action::Install)?;
+        let password = Alphanumeric.sample_string(&mut rand::rng(), 20);
+        let new_app = NewApp {
+            app_id,
+            app_name,
+            app_version: version,
+            password: &password,
+            default_port: app.meta.http_port,
+        };
+        match self
+            .store
+            .insert_queued(&new_app, &host::listening_tcp_ports())
+        {
+            Ok(record) => {
+                tracing::info!(
+                    app_id,
+                    app_name,
+                    version,
+                    port = record.http_port,
+                    "install queued"
+                );
+                Ok(record.app_id)
+            }
+            Err(StoreError::Exists(id, status)) => Err(name_taken(id, status)),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    fn uninstall(&self, params: &Params) -> Result<String, AppError> {
+        let app_id = required_app_id(params)?;
+        // Parsed now so a malformed flag is refused before anything is removed; images
+        // only exist once the pull pipeline lands, so delete_image has nothing to act on.
+        let _delete_image = params.flag("delete_image", false)?;
+        let delete_data = params.flag("delete_data", true)?;
+        let _busy = self.begin(app_id, Action::Uninstall)?;
+        self.existing(app_id)?;
+        if delete_data {
+            let folder = self.config.state_dir.join("apps").join(app_id);
+            match std::fs::remove_dir_all(&folder) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(AppError::System(format!(
+                        "removing {}: {e}",
+                        folder.display()
+                    )));
+                }
+            }
+        }
+        self.store.delete(app_id)?;
+        tracing::info!(app_id, delete_data, "uninstalled");
+        Ok(app_id.to_string())
+    }
+
+    fn change_state(&self, action: Action, params: &Params) -> Result<String, AppError> {
+        let app_id = required_app_id(params)?;
+        let _busy = self.begin(app_id, action)?;
+        let record = self.existing(app_id)?;
+        match record.status {
+            status if status.is_installing() => Err(AppError::Busy(format!(
+                "{} waits for the install, which is {}",
+                action.name(),
+                status.as_str()
+            ))),
+            status => Err(AppError::System(format!(
+                "{} of an app that is {} needs the systemd unit backend, which this build lacks",
+                action.name(),
+                status.as_str()
+            ))),
+        }
+    }
+
+    fn status(&self, params: &Params, language: Language) -> Result<AppDetailInfo, AppError> {
+        let app_id = required_app_id(params)?;
+        Ok(self.detail(self.existing(app_id)?, language))
+    }
+
+    fn list(&self, params: &Params, language: Language) -> Result<Vec<AppDetailInfo>, AppError> {
+        let only = params.text("customer_app_name")?;
+        if only.is_some_and(|name| !is_valid_app_id(name)) {
+            return Err(AppError::CustomerAppNameFormat);
+        }
+        Ok(self
+            .store
+            .list(only)?
+            .into_iter()
+            .map(|record| self.detail(record, language))
+            .collect())
+    }
+
+    fn existing(&self, app_id: &str) -> Result<AppRecord, AppError> {
+        self.store
+            .get(app_id)?
+            .ok_or_else(|| AppError::AppIdNotExist(app_id.into()))
+    }
+
+    fn detail(&self, record: AppRecord, language: Language) -> AppDetailInfo {
+        // The catalog may have dropped an app since it was installed: the app still shows.
+        let app: Option<&CatalogApp> = self.catalog.get(&record.app_name);
+        let running_info = (record.status == Status::Running).then(|| {
+            let url = format!("http://{}:{}", self.public_host, record.http_port);
+            RunningInfo {
+                port: record.http_port,
+                compose_file: self
+                    .config
+                    .state_dir
+                    .join("apps")
+                    .join(&record.app_id)
+                    .join("compose.yaml"),
+                admin_url: format!("{url}{}", app.map_or("", |a| a.meta.admin_path.as_str())),
+                url,
+                user_name: app.map(|a| a.meta.user_name.clone()).unwrap_or_default(),
+                password: record.password.clone(),
+                default_domain: String::new(),
+                set_domain: String::new(),
+            }
+        });
+        AppDetailInfo {
+            status_code: record.status.code(),
+            status: record.status.as_str(),
+            status_reason: record.reason.map(|reason| ReasonInfo {
+                message: message(&reason.code, language),
+                code: reason.code,
+                detail: reason.detail,
+            }),
+            progress: (),
+            trade_mark: app.map_or_else(|| record.app_name.clone(), |a| a.meta.trademark.clone()),
+            official_app: app.is_some_and(|a| a.meta.official),
+            image_url: app.map(CatalogApp::image_url).unwrap_or_default(),
+            running_info,
+            customer_name: record.app_id.clone(),
+            app_id: record.app_id,
+            name: record.app_name,
+            app_version: record.app_version,
+        }
+    }
+
+    /// Marks a lifecycle operation on `app_id` as in progress until the guard drops;
+    /// a second one meanwhile is `App.Busy`, naming the first.
+    fn begin(&self, app_id: &str, action: Action) -> Result<InProgress<'_>, AppError> {
+        let mut running = self.in_progress.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(other) = running.get(app_id) {
+            return Err(AppError::Busy(format!(
+                "{other} of {app_id} is in progress"
+            )));
+        }
+        running.insert(app_id.to_string(), action.name());
+        Ok(InProgress {
+            actions: self,
+            app_id: app_id.to_string(),
+        })
+    }
+}
+
+struct InProgress<'a> {
+    actions: &'a Actions,
+    app_id: String,
+}
+
+impl Drop for InProgress<'_> {
+    fn drop(&mut self) {
+        let mut running = self
+            .actions
+            .in_progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        running.remove(&self.app_id);
+    }
+}
+
+fn to_json(value: impl Serialize) -> Result<serde_json::Value, AppError> {
+    serde_json::to_value(value).map_err(|e| AppError::System(e.to_string()))
+}
+
+fn app_id_data(app_id: String) -> serde_json::Value {
+    serde_json::json!({ "app_id": app_id })
+}
+
+fn required_app_id(params: &Params) -> Result<&str, AppError> {
+    let app_id = params.text("app_id")?.ok_or(AppError::AppIdBlank)?;
+    if !is_valid_app_id(app_id) {
+        return Err(AppError::AppIdFormat);
+    }
+    Ok(app_id)
+}
+
+fn name_taken(app_id: String, status: Status) -> AppError {
+    if status.is_installing() {
+        AppError::CustomerAppNameWait(app_id, status.as_str())
+    } else {
+        AppError::CustomerAppNameRepeat(app_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_id_format() {
+        for ok in ["ab", "blog", "a1", &"z".repeat(32)] {
+            assert!(is_valid_app_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a",
+            "Blog",
+            "my-app",
+            "a b",
+            "../x",
+            &"z".repeat(33),
+            "ü1",
+        ] {
+            assert!(!is_valid_app_id(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn action_names_round_trip() {
+        for action in [
+            Action::Install,
+            Action::Uninstall,
+            Action::Start,
+            Action::Stop,
+            Action::Restart,
+            Action::Status,
+            Action::List,
+        ] {
+            assert_eq!(Action::from_name(action.name()), Some(action));
+        }
+        assert_eq!(Action::from_name("appinstall"), None);
+    }
+}

@@ -1,0 +1,74 @@
+//! The response envelope: `{"ResponseData": …, "Error": {Code, Message, Detail}}`.
+
+use crate::error::AppError;
+use crate::messages::{Language, message};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::Response;
+use hyper::header::{CONTENT_TYPE, HeaderValue};
+use serde::Serialize;
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    #[serde(rename = "ResponseData")]
+    response_data: serde_json::Value,
+    #[serde(rename = "Error", skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorInfo<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ErrorInfo<'a> {
+    code: &'a str,
+    message: &'a str,
+    detail: String,
+}
+
+pub fn success(data: serde_json::Value) -> Response<Full<Bytes>> {
+    json_response(
+        200,
+        &Envelope {
+            response_data: data,
+            error: None,
+        },
+    )
+}
+
+pub fn failure(
+    error: &AppError,
+    data: serde_json::Value,
+    language: Language,
+) -> Response<Full<Bytes>> {
+    let code = error.code();
+    json_response(
+        error.http_status(),
+        &Envelope {
+            response_data: data,
+            error: Some(ErrorInfo {
+                code,
+                message: message(code, language),
+                detail: error.detail(),
+            }),
+        },
+    )
+}
+
+fn json_response(status: u16, envelope: &Envelope) -> Response<Full<Bytes>> {
+    // Serializing plain strings and JSON values cannot fail.
+    let body = serde_json::to_vec(envelope).unwrap_or_default();
+    bytes_response(status, "application/json", body.into())
+}
+
+pub fn bytes_response(
+    status: u16,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::NOT_FOUND);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}

@@ -1,0 +1,154 @@
+//! appunitd: the appunit daemon.
+
+use appunit::actions::Actions;
+use appunit::catalog::Catalog;
+use appunit::config::{self, Config};
+use appunit::store::Store;
+use clap::{Parser, Subcommand};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use tokio::net::UnixListener;
+use tracing_subscriber::prelude::*;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "appunit daemon: serves the app Actions on a Unix socket"
+)]
+struct Cli {
+    /// Configuration file (every key optional).
+    #[arg(long, default_value = config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load catalog folders and report every invalid app, naming the file and the key.
+    CheckCatalog {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let outcome = match cli.command {
+        Some(Command::CheckCatalog { dirs }) => check_catalog(&dirs),
+        None => run_daemon(&cli.config),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("appunitd: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Journald when systemd connected our output to the journal; stderr otherwise.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let registry = tracing_subscriber::registry().with(filter);
+    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
+    match journald {
+        Some(layer) => registry.with(layer).init(),
+        None => registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init(),
+    }
+}
+
+fn check_catalog(dirs: &[PathBuf]) -> Result<(), String> {
+    let (catalog, errors) = Catalog::load(dirs);
+    for error in &errors {
+        eprintln!("{error}");
+    }
+    println!("{} apps valid, {} invalid", catalog.len(), errors.len());
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err("the catalog has invalid apps".into())
+    }
+}
+
+fn run_daemon(config_path: &Path) -> Result<(), String> {
+    let explicit = config_path != Path::new(config::DEFAULT_PATH);
+    let config = Config::load(config_path, explicit).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(config.state_dir.join("apps"))
+        .map_err(|e| format!("creating {}: {e}", config.state_dir.display()))?;
+    let store = Store::open(&config.state_dir.join("appunit.db")).map_err(|e| e.to_string())?;
+    let (catalog, errors) = Catalog::load(&config.catalog_dirs);
+    for error in &errors {
+        tracing::error!(%error, "catalog app rejected");
+    }
+    if catalog.is_empty() {
+        tracing::warn!(dirs = ?config.catalog_dirs, "the catalog is empty: nothing can be installed");
+    }
+    tracing::info!(apps = catalog.len(), "catalog loaded");
+
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("starting tokio: {e}"))?;
+    runtime.block_on(async {
+        let listener = listen(&config.socket)?;
+        let actions = Arc::new(Actions::new(store, catalog, config));
+        // Harmless when not started by systemd (no NOTIFY_SOCKET).
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        tracing::info!("serving");
+        appunit::api::serve(listener, actions, shutdown_signal()).await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// The socket systemd passed (appunitd.socket), else a fresh one at `path`, mode 0660,
+/// group `appunit` when that group exists.
+fn listen(path: &Path) -> Result<UnixListener, String> {
+    let mut passed = listenfd::ListenFd::from_env();
+    if let Ok(Some(listener)) = passed.take_unix_listener(0) {
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| format!("passed socket: {e}"))?;
+        return UnixListener::from_std(listener).map_err(|e| format!("passed socket: {e}"));
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(format!("another daemon is serving {}", path.display()));
+        }
+        std::fs::remove_file(path)
+            .map_err(|e| format!("removing stale {}: {e}", path.display()))?;
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| format!("binding {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .map_err(|e| format!("chmod {}: {e}", path.display()))?;
+    if let Ok(Some(group)) = nix::unistd::Group::from_name("appunit") {
+        nix::unistd::chown(path, None, Some(group.gid))
+            .map_err(|e| format!("chown {}: {e}", path.display()))?;
+    }
+    Ok(listener)
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot watch SIGTERM/SIGINT; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: finishing open requests"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: finishing open requests"),
+    }
+}

@@ -1,0 +1,199 @@
+//! App definitions: `<dir>/<name>/app.toml` + `compose.yaml` + a logo, from every
+//! catalog folder in order (a later folder overrides an app of the same name).
+
+pub mod compose;
+pub mod interpolate;
+
+use compose::Compose;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppMeta {
+    pub name: String,
+    pub trademark: String,
+    pub versions: Vec<String>,
+    pub official: bool,
+    pub logo: String,
+    pub web_service: String,
+    pub web_port: u16,
+    pub http_port: u16,
+    pub admin_path: String,
+    pub user_name: String,
+    pub requirements: Requirements,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Requirements {
+    pub cpu: u32,
+    pub memory_mb: u64,
+    pub disk_mb: u64,
+}
+
+#[derive(Debug)]
+pub struct CatalogApp {
+    pub meta: AppMeta,
+    pub compose: Compose,
+    pub logo: Logo,
+}
+
+#[derive(Debug)]
+pub struct Logo {
+    pub extension: String,
+    pub content_type: &'static str,
+    pub bytes: bytes::Bytes,
+}
+
+impl CatalogApp {
+    /// Where the daemon serves this app's logo.
+    pub fn image_url(&self) -> String {
+        format!("/catalog/{}/logo.{}", self.meta.name, self.logo.extension)
+    }
+}
+
+/// An app folder that could not be loaded; the message names the file and the key.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}: {message}")]
+pub struct CatalogError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+#[derive(Debug, Default)]
+pub struct Catalog {
+    apps: BTreeMap<String, CatalogApp>,
+}
+
+impl Catalog {
+    /// Loads every app of `dirs`. Invalid apps are returned as errors beside the catalog
+    /// of valid ones, so one broken folder does not take the whole store down. Missing
+    /// folders are skipped: `/etc/appunit/catalog.d` is optional.
+    pub fn load(dirs: &[PathBuf]) -> (Catalog, Vec<CatalogError>) {
+        let mut catalog = Catalog::default();
+        let mut errors = Vec::new();
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                continue;
+            };
+            let mut folders: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            folders.sort();
+            for folder in folders {
+                match load_app(&folder) {
+                    Ok(app) => {
+                        catalog.apps.insert(app.meta.name.clone(), app);
+                    }
+                    Err(err) => errors.push(err),
+                }
+            }
+        }
+        (catalog, errors)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&CatalogApp> {
+        self.apps.get(name)
+    }
+
+    pub fn len(&self) -> usize {
+        self.apps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
+    }
+}
+
+fn load_app(folder: &Path) -> Result<CatalogApp, CatalogError> {
+    let fail = |file: PathBuf| move |message: String| CatalogError { file, message };
+    let meta_path = folder.join("app.toml");
+    let text =
+        std::fs::read_to_string(&meta_path).map_err(|e| fail(meta_path.clone())(e.to_string()))?;
+    let meta = parse_meta(&text, folder).map_err(fail(meta_path.clone()))?;
+
+    let logo_path = folder.join(&meta.logo);
+    let logo = load_logo(&logo_path).map_err(fail(meta_path))?;
+
+    let compose_path = folder.join("compose.yaml");
+    let text = std::fs::read_to_string(&compose_path)
+        .map_err(|e| fail(compose_path.clone())(e.to_string()))?;
+    let compose = Compose::parse(&text).map_err(fail(compose_path.clone()))?;
+    compose
+        .validate(&meta.web_service, meta.web_port)
+        .map_err(fail(compose_path))?;
+    Ok(CatalogApp {
+        meta,
+        compose,
+        logo,
+    })
+}
+
+fn parse_meta(text: &str, folder: &Path) -> Result<AppMeta, String> {
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+    let meta: AppMeta = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        format!("key `{key}`: {}", e.into_inner().message())
+    })?;
+    let folder_name = folder.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    if meta.name != folder_name {
+        return Err(format!(
+            "key `name`: {:?} differs from its folder name {folder_name:?}",
+            meta.name
+        ));
+    }
+    if meta.name.is_empty()
+        || !meta
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+    {
+        return Err(format!("key `name`: {:?} must match [a-z0-9]+", meta.name));
+    }
+    if meta.versions.is_empty() || meta.versions.iter().any(String::is_empty) {
+        return Err("key `versions`: at least one non-empty version is needed".into());
+    }
+    if meta.http_port == 0 || meta.web_port == 0 {
+        return Err("key `http_port`/`web_port`: a port must be 1-65535".into());
+    }
+    if !(meta.admin_path.is_empty() || meta.admin_path.starts_with('/')) {
+        return Err(format!(
+            "key `admin_path`: {:?} must start with /",
+            meta.admin_path
+        ));
+    }
+    if meta.logo.contains('/') {
+        return Err(format!(
+            "key `logo`: {:?} must be a file in the app folder",
+            meta.logo
+        ));
+    }
+    Ok(meta)
+}
+
+fn load_logo(path: &Path) -> Result<Logo, String> {
+    let extension = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let content_type = match extension.as_str() {
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "webp" => "image/webp",
+        other => return Err(format!("key `logo`: unsupported image type {other:?}")),
+    };
+    let bytes: bytes::Bytes = std::fs::read(path)
+        .map_err(|e| format!("key `logo`: {}: {e}", path.display()))?
+        .into();
+    Ok(Logo {
+        extension,
+        content_type,
+        bytes,
+    })
+}

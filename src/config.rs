@@ -1,0 +1,181 @@
+//! `/etc/appunit/config.toml`: every key optional, unknown keys and wrong types fatal.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_PATH: &str = "/etc/appunit/config.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub catalog_dirs: Vec<PathBuf>,
+    pub public_host: String,
+    pub containerd_socket: PathBuf,
+    pub containerd_namespace: String,
+    pub unit_dir: PathBuf,
+    pub registries: BTreeMap<String, RegistryConfig>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    pub mirrors: Vec<String>,
+    pub insecure: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            socket: "/run/appunit/appunit.sock".into(),
+            state_dir: "/var/lib/appunit".into(),
+            catalog_dirs: vec![
+                "/usr/share/appunit/catalog".into(),
+                "/etc/appunit/catalog.d".into(),
+            ],
+            public_host: String::new(),
+            containerd_socket: "/run/containerd/containerd.sock".into(),
+            containerd_namespace: "appunit".into(),
+            unit_dir: "/etc/systemd/system".into(),
+            registries: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Loads `path`. A missing file is only acceptable at the default path, since every
+    /// key has a default; a path the operator named must exist.
+    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(err) if !explicit && err.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Config::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                });
+            }
+        };
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            message,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let deserializer = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
+        let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner().message().to_string();
+            if key == "." {
+                inner
+            } else {
+                format!("key `{key}`: {inner}")
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        for (key, path) in [
+            ("socket", &self.socket),
+            ("state_dir", &self.state_dir),
+            ("containerd_socket", &self.containerd_socket),
+            ("unit_dir", &self.unit_dir),
+        ] {
+            if !path.is_absolute() {
+                return Err(format!("key `{key}`: {path:?} is not an absolute path"));
+            }
+        }
+        if let Some(dir) = self.catalog_dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(format!(
+                "key `catalog_dirs`: {dir:?} is not an absolute path"
+            ));
+        }
+        if self.public_host.contains(['/', ' ']) {
+            return Err(format!(
+                "key `public_host`: {:?} must be a bare host name or address",
+                self.public_host
+            ));
+        }
+        let namespace_ok = !self.containerd_namespace.is_empty()
+            && self
+                .containerd_namespace
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        if !namespace_ok {
+            return Err(format!(
+                "key `containerd_namespace`: {:?} is not a valid containerd namespace",
+                self.containerd_namespace
+            ));
+        }
+        for (registry, settings) in &self.registries {
+            for mirror in &settings.mirrors {
+                if !(mirror.starts_with("http://") || mirror.starts_with("https://")) {
+                    return Err(format!(
+                        "key `registries.{registry}.mirrors`: {mirror:?} must start with http:// or https://"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_the_spec_defaults() {
+        let config = Config::parse("").unwrap();
+        assert_eq!(config.socket, PathBuf::from("/run/appunit/appunit.sock"));
+        assert_eq!(config.containerd_namespace, "appunit");
+        assert_eq!(config.catalog_dirs.len(), 2);
+    }
+
+    #[test]
+    fn registries_parse() {
+        let config = Config::parse(
+            "[registries.\"docker.io\"]\nmirrors = [\"http://127.0.0.1:5000\"]\n[registries.\"127.0.0.1:5000\"]\ninsecure = true\n",
+        )
+        .unwrap();
+        assert_eq!(
+            config.registries["docker.io"].mirrors,
+            ["http://127.0.0.1:5000"]
+        );
+        assert!(config.registries["127.0.0.1:5000"].insecure);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::parse("sokcet = \"/x\"").unwrap_err();
+        assert!(err.contains("sokcet"), "{err}");
+        let err = Config::parse("[registries.\"docker.io\"]\nmirror = []").unwrap_err();
+        assert!(err.contains("mirror"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::parse("state_dir = 5").unwrap_err();
+        assert!(err.contains("state_dir"), "{err}");
+        let err = Config::parse("[registries.x]\ninsecure = \"yes\"").unwrap_err();
+        assert!(err.contains("registries.x.insecure"), "{err}");
+    }
+}

@@ -1,0 +1,11 @@
+//! appunit: a self-hosted app store's engine. Catalog apps run as systemd units whose
+//! containers run on containerd; seven Actions are served as HTTP over a Unix socket.
+
+pub mod actions;
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod host;
+pub mod messages;
+pub mod store;
