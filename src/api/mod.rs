@@ -10,9 +10,10 @@ use crate::messages::Language;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper::http::request::Parts;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Method, Request, Response};
+use hyper::{HeaderMap, Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use request::MAX_INPUT;
@@ -22,6 +23,9 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UnixListener;
+
+/// Bodies up to this size are read to the end even when refused as too large.
+const MAX_DRAIN: usize = 1024 * 1024;
 
 /// How long in-flight requests may take to finish once shutdown begins.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,44 +75,45 @@ pub async fn serve(
 }
 
 async fn handle(request: Request<Incoming>, actions: &Actions) -> Response<Full<Bytes>> {
-    let language = Language::from_header(header(&request, "language"));
-    let path = request.uri().path();
+    let (parts, body) = request.into_parts();
+    // The body is read before any answer, even a refusal: closing a connection with
+    // unread bytes resets it, and the client would lose the answer.
+    let body = read_body(&parts.headers, body).await;
+    let language = Language::from_header(header(&parts.headers, "language"));
+    let path = parts.uri.path();
     if let Some(file) = path.strip_prefix("/catalog/") {
-        return logo(file, request.method(), actions, language);
+        return logo(file, &parts.method, actions, language);
     }
     let Some(action) = Action::from_name(path.trim_start_matches('/')) else {
         let error = AppError::ActionNotExist(format!("no Action at {path:?}"));
         return response::failure(&error, serde_json::Value::Null, language);
     };
-    match call(request, action, actions, language).await {
+    match call(&parts, body, action, actions, language) {
         Ok(data) => response::success(data),
         Err((error, params)) => response::failure(&error, action.failure_data(&params), language),
     }
 }
 
-async fn call(
-    request: Request<Incoming>,
+fn call(
+    parts: &Parts,
+    body: Result<Bytes, AppError>,
     action: Action,
     actions: &Actions,
     language: Language,
 ) -> Result<serde_json::Value, (AppError, Params)> {
     let refuse = |error| (error, Params::default());
-    if request.method() != Method::GET && request.method() != Method::POST {
-        return Err(refuse(AppError::MethodNotAllowed(
-            request.method().to_string(),
-        )));
+    if parts.method != Method::GET && parts.method != Method::POST {
+        return Err(refuse(AppError::MethodNotAllowed(parts.method.to_string())));
     }
-    if let Some(version) = request.headers().get("version") {
+    if let Some(version) = parts.headers.get("version") {
         let version = String::from_utf8_lossy(version.as_bytes());
         if version.trim() != "1" {
             return Err(refuse(AppError::VersionNotSupport(version.into_owned())));
         }
     }
-    let query = request.uri().query().map(str::to_owned);
-    let content_type = header(&request, "content-type").map(str::to_owned);
-    let body = read_body(request).await.map_err(refuse)?;
-    let params =
-        request::parse(query.as_deref(), content_type.as_deref(), &body).map_err(refuse)?;
+    let body = body.map_err(refuse)?;
+    let content_type = header(&parts.headers, "content-type");
+    let params = request::parse(parts.uri.query(), content_type, &body).map_err(refuse)?;
     // A bug must cost one request an error, never the connection or the daemon.
     let outcome =
         std::panic::catch_unwind(AssertUnwindSafe(|| actions.call(action, &params, language)))
@@ -121,18 +126,27 @@ async fn call(
     outcome.map_err(|error| (error, params))
 }
 
-async fn read_body(request: Request<Incoming>) -> Result<Bytes, AppError> {
+/// Reads the body; more than `MAX_INPUT` is refused, but up to `MAX_DRAIN` is still
+/// read (and dropped) so that the client receives the refusal.
+async fn read_body(headers: &HeaderMap, body: Incoming) -> Result<Bytes, AppError> {
     let too_large = |size: &dyn std::fmt::Display| {
         AppError::TooLarge(format!(
             "the body has {size} bytes; at most {MAX_INPUT} are accepted"
         ))
     };
-    let declared = header(&request, "content-length").and_then(|v| v.parse::<u64>().ok());
-    if let Some(length) = declared.filter(|l| *l > MAX_INPUT as u64) {
+    let declared = header(headers, "content-length").and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|l| *l > MAX_DRAIN as u64) {
         return Err(too_large(&length));
     }
-    match Limited::new(request.into_body(), MAX_INPUT).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+    match Limited::new(body, MAX_DRAIN).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            if bytes.len() > MAX_INPUT {
+                Err(too_large(&bytes.len()))
+            } else {
+                Ok(bytes)
+            }
+        }
         Err(err) if err.is::<http_body_util::LengthLimitError>() => {
             Err(too_large(&"more than that"))
         }
@@ -164,6 +178,6 @@ fn logo(
     }
 }
 
-fn header<'a>(request: &'a Request<Incoming>, name: &str) -> Option<&'a str> {
-    request.headers().get(name).and_then(|v| v.to_str().ok())
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
 }
