@@ -61,7 +61,7 @@ fn broken(file: &str, edit: impl Fn(String) -> String) -> (PathBuf, String) {
     let path = app.join(file);
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, edit(text)).unwrap();
-    let (catalog, errors) = Catalog::load(&[dir.clone()]);
+    let (catalog, errors) = Catalog::load(std::slice::from_ref(&dir));
     assert!(catalog.get("nginx").is_none());
     assert_eq!(errors.len(), 1, "{errors:?}");
     let message = errors[0].to_string();
