@@ -64,14 +64,13 @@ impl Action {
 
     /// `ResponseData` when the call failed: `{"app_id"}` for mutating Actions when the
     /// request names a well-formed id, else null.
-    pub fn failure_data(self, params: &Params) -> serde_json::Value {
+    pub fn failure_data(self, params: &Params) -> Option<Reply> {
         self.id_param()
             .and_then(|name| params.text(name).ok().flatten())
             .filter(|id| is_valid_app_id(id))
-            .map_or(
-                serde_json::Value::Null,
-                |id| serde_json::json!({ "app_id": id }),
-            )
+            .map(|id| Reply::AppId {
+                app_id: id.to_string(),
+            })
     }
 }
 
@@ -82,6 +81,15 @@ pub fn is_valid_app_id(id: &str) -> bool {
         && id
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+}
+
+/// What a successful Action answers: the envelope's `ResponseData`.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    AppId { app_id: String },
+    Status(AppDetailInfo),
+    List(Vec<AppDetailInfo>),
 }
 
 /// AppStatusInfo / AppDetailInfo (SPEC); one shape serves both.
@@ -155,15 +163,15 @@ impl Actions {
         action: Action,
         params: &Params,
         language: Language,
-    ) -> Result<serde_json::Value, AppError> {
+    ) -> Result<Reply, AppError> {
         match action {
             Action::Install => self.install(params).map(app_id_data),
             Action::Uninstall => self.uninstall(params).map(app_id_data),
             Action::Start | Action::Stop | Action::Restart => {
                 self.change_state(action, params).map(app_id_data)
             }
-            Action::Status => to_json(self.status(params, language)?),
-            Action::List => to_json(self.list(params, language)?),
+            Action::Status => Ok(Reply::Status(self.status(params, language)?)),
+            Action::List => Ok(Reply::List(self.list(params, language)?)),
         }
     }
 
@@ -367,12 +375,8 @@ impl Drop for InProgress<'_> {
     }
 }
 
-fn to_json(value: impl Serialize) -> Result<serde_json::Value, AppError> {
-    serde_json::to_value(value).map_err(|e| AppError::System(e.to_string()))
-}
-
-fn app_id_data(app_id: String) -> serde_json::Value {
-    serde_json::json!({ "app_id": app_id })
+fn app_id_data(app_id: String) -> Reply {
+    Reply::AppId { app_id }
 }
 
 fn required_app_id(params: &Params) -> Result<&str, AppError> {

@@ -4,7 +4,7 @@ mod request;
 mod response;
 
 use crate::actions::params::Params;
-use crate::actions::{Action, Actions};
+use crate::actions::{Action, Actions, Reply};
 use crate::error::AppError;
 use crate::messages::Language;
 use bytes::Bytes;
@@ -86,11 +86,13 @@ async fn handle(request: Request<Incoming>, actions: &Actions) -> Response<Full<
     }
     let Some(action) = Action::from_name(path.trim_start_matches('/')) else {
         let error = AppError::ActionNotExist(format!("no Action at {path:?}"));
-        return response::failure(&error, serde_json::Value::Null, language);
+        return response::failure(&error, None, language);
     };
     match call(&parts, body, action, actions, language) {
-        Ok(data) => response::success(data),
-        Err((error, params)) => response::failure(&error, action.failure_data(&params), language),
+        Ok(data) => response::success(&data),
+        Err((error, params)) => {
+            response::failure(&error, action.failure_data(&params).as_ref(), language)
+        }
     }
 }
 
@@ -100,7 +102,7 @@ fn call(
     action: Action,
     actions: &Actions,
     language: Language,
-) -> Result<serde_json::Value, (AppError, Params)> {
+) -> Result<Reply, (AppError, Params)> {
     let refuse = |error| (error, Params::default());
     if parts.method != Method::GET && parts.method != Method::POST {
         return Err(refuse(AppError::MethodNotAllowed(parts.method.to_string())));
@@ -163,7 +165,7 @@ fn logo(
 ) -> Response<Full<Bytes>> {
     if method != Method::GET {
         let error = AppError::MethodNotAllowed(method.to_string());
-        return response::failure(&error, serde_json::Value::Null, language);
+        return response::failure(&error, None, language);
     }
     let found = file.split_once('/').and_then(|(name, logo)| {
         let app = actions.catalog().get(name)?;
@@ -173,7 +175,7 @@ fn logo(
         Some(app) => response::bytes_response(200, app.logo.content_type, app.logo.bytes.clone()),
         None => {
             let error = AppError::ActionNotExist(format!("no logo at /catalog/{file}"));
-            response::failure(&error, serde_json::Value::Null, language)
+            response::failure(&error, None, language)
         }
     }
 }

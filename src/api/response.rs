@@ -1,5 +1,6 @@
 //! The response envelope: `{"ResponseData": …, "Error": {Code, Message, Detail}}`.
 
+use crate::actions::Reply;
 use crate::error::AppError;
 use crate::messages::{Language, message};
 use bytes::Bytes;
@@ -11,7 +12,7 @@ use serde::Serialize;
 #[derive(Serialize)]
 struct Envelope<'a> {
     #[serde(rename = "ResponseData")]
-    response_data: serde_json::Value,
+    response_data: Option<&'a Reply>,
     #[serde(rename = "Error", skip_serializing_if = "Option::is_none")]
     error: Option<ErrorInfo<'a>>,
 }
@@ -24,11 +25,11 @@ struct ErrorInfo<'a> {
     detail: String,
 }
 
-pub fn success(data: serde_json::Value) -> Response<Full<Bytes>> {
+pub fn success(data: &Reply) -> Response<Full<Bytes>> {
     json_response(
         200,
         &Envelope {
-            response_data: data,
+            response_data: Some(data),
             error: None,
         },
     )
@@ -36,7 +37,7 @@ pub fn success(data: serde_json::Value) -> Response<Full<Bytes>> {
 
 pub fn failure(
     error: &AppError,
-    data: serde_json::Value,
+    data: Option<&Reply>,
     language: Language,
 ) -> Response<Full<Bytes>> {
     let code = error.code();
