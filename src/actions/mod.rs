@@ -88,7 +88,7 @@ pub fn is_valid_app_id(id: &str) -> bool {
 #[serde(untagged)]
 pub enum Reply {
     AppId { app_id: String },
-    Status(AppDetailInfo),
+    Status(Box<AppDetailInfo>),
     List(Vec<AppDetailInfo>),
 }
 
@@ -170,7 +170,7 @@ impl Actions {
             Action::Start | Action::Stop | Action::Restart => {
                 self.change_state(action, params).map(app_id_data)
             }
-            Action::Status => Ok(Reply::Status(self.status(params, language)?)),
+            Action::Status => Ok(Reply::Status(Box::new(self.status(params, language)?))),
             Action::List => Ok(Reply::List(self.list(params, language)?)),
         }
     }
