@@ -94,3 +94,19 @@ impl From<crate::store::StoreError> for AppError {
         AppError::System(err.to_string())
     }
 }
+
+/// An error with its chain of causes, as one line: transport errors keep the useful
+/// part ("No such file or directory") in their sources.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -7,5 +7,7 @@ pub mod catalog;
 pub mod config;
 pub mod error;
 pub mod host;
+pub mod images;
 pub mod messages;
+pub mod runtime;
 pub mod store;

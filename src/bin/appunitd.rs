@@ -3,6 +3,9 @@
 use appunit::actions::Actions;
 use appunit::catalog::Catalog;
 use appunit::config::{self, Config};
+use appunit::images::Puller;
+use appunit::images::progress::Progress;
+use appunit::runtime::containerd::Containerd;
 use appunit::store::Store;
 use clap::{Parser, Subcommand};
 use std::os::unix::fs::PermissionsExt;
@@ -32,6 +35,11 @@ enum Command {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
+    /// Pull images into containerd as an install does (mirrors, progress, unpack).
+    Pull {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +47,7 @@ fn main() -> ExitCode {
     init_logging();
     let outcome = match cli.command {
         Some(Command::CheckCatalog { dirs }) => check_catalog(&dirs),
+        Some(Command::Pull { images }) => pull(&cli.config, &images),
         None => run_daemon(&cli.config),
     };
     match outcome {
@@ -77,9 +86,51 @@ fn check_catalog(dirs: &[PathBuf]) -> Result<(), String> {
     }
 }
 
+fn load_config(path: &Path) -> Result<Config, String> {
+    let explicit = path != Path::new(config::DEFAULT_PATH);
+    Config::load(path, explicit).map_err(|e| e.to_string())
+}
+
+fn pull(config_path: &Path, images: &[String]) -> Result<(), String> {
+    let config = load_config(config_path)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("starting tokio: {e}"))?;
+    runtime.block_on(async {
+        let containerd =
+            Containerd::connect(&config.containerd_socket, &config.containerd_namespace)
+                .await
+                .map_err(|e| e.to_string())?;
+        let puller = Puller::new(containerd, config.registries.clone());
+        let progress = Arc::new(Progress::default());
+        let started = std::time::Instant::now();
+        let report = {
+            let progress = progress.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                    let info = progress.info();
+                    eprintln!(
+                        "{} / {} bytes ({}%)",
+                        info.done_bytes, info.total_bytes, info.percent
+                    );
+                }
+            })
+        };
+        let pulled = puller.pull_all(images, &progress).await;
+        report.abort();
+        for image in pulled.map_err(|e| e.to_string())? {
+            println!("{}@{}", image.name, image.digest);
+        }
+        eprintln!(
+            "{} layer bytes transferred in {:.2}s",
+            progress.transferred_bytes(),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(())
+    })
+}
+
 fn run_daemon(config_path: &Path) -> Result<(), String> {
-    let explicit = config_path != Path::new(config::DEFAULT_PATH);
-    let config = Config::load(config_path, explicit).map_err(|e| e.to_string())?;
+    let config = load_config(config_path)?;
     std::fs::create_dir_all(config.state_dir.join("apps"))
         .map_err(|e| format!("creating {}: {e}", config.state_dir.display()))?;
     let store = Store::open(&config.state_dir.join("appunit.db")).map_err(|e| e.to_string())?;

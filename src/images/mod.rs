@@ -1,0 +1,706 @@
+//! Images without Docker: resolve through mirrors, stream blobs into containerd's
+//! content store with exact byte progress, unpack layers into snapshots, record the image.
+//! This is the client-side pull that containerd 1.6 (no Transfer service) needs.
+
+pub mod progress;
+
+use crate::config::RegistryConfig;
+use crate::error::error_chain;
+use crate::runtime::containerd::{Containerd, ContainerdError, Lease, SNAPSHOTTER};
+use bytes::{Bytes, BytesMut};
+use containerd_client::types::Descriptor;
+use futures_util::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::manifest::OciDescriptor;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+use progress::Progress;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Semaphore, mpsc};
+
+/// Containers carry their app's id under this label; `delete_image` reads it.
+pub const APP_LABEL: &str = "appunit.app";
+
+/// Blobs of one image fetched at once.
+const CONCURRENT_BLOBS: usize = 3;
+/// Bytes per Content.Write message: large enough to keep gRPC overhead negligible.
+const WRITE_CHUNK: usize = 1024 * 1024;
+
+const INDEX_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+const MANIFEST_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("{image}: not a valid image reference: {cause}")]
+    Reference { image: String, cause: String },
+    #[error("{image}: {cause}")]
+    Registry { image: String, cause: String },
+    #[error("{image}: {cause}")]
+    Unsupported { image: String, cause: String },
+    #[error("{image}: {source}")]
+    Containerd {
+        image: String,
+        source: ContainerdError,
+    },
+}
+
+/// A pulled image: its name and the digest it resolved to, which the app is pinned to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PulledImage {
+    pub name: String,
+    pub digest: String,
+}
+
+#[derive(Clone)]
+pub struct Puller {
+    client: Client,
+    containerd: Containerd,
+    registries: Arc<BTreeMap<String, RegistryConfig>>,
+    /// One writer per blob at a time: containerd refuses a second writer of a ref.
+    blob_locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+/// A registry document kept as the exact bytes served, so its digest stays valid.
+struct Document {
+    descriptor: Descriptor,
+    bytes: Bytes,
+}
+
+/// An image resolved to one platform, before its layers are fetched.
+struct Resolved {
+    name: String,
+    source: Reference,
+    index: Option<Document>,
+    manifest: Document,
+    config: Document,
+    layers: Vec<Descriptor>,
+    diff_ids: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestJson {
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Vec<DescriptorJson>,
+    config: Option<DescriptorJson>,
+    #[serde(default)]
+    layers: Vec<DescriptorJson>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(rename_all = "camelCase")]
+struct DescriptorJson {
+    media_type: String,
+    digest: String,
+    size: i64,
+    platform: Option<PlatformJson>,
+}
+
+#[derive(Deserialize, Clone)]
+struct PlatformJson {
+    architecture: String,
+    os: String,
+}
+
+#[derive(Deserialize)]
+struct ConfigJson {
+    rootfs: RootFs,
+}
+
+#[derive(Deserialize)]
+struct RootFs {
+    diff_ids: Vec<String>,
+}
+
+impl DescriptorJson {
+    fn descriptor(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            annotations: HashMap::new(),
+        }
+    }
+}
+
+impl Puller {
+    pub fn new(containerd: Containerd, registries: BTreeMap<String, RegistryConfig>) -> Puller {
+        // Plain HTTP for registries marked insecure and for mirrors given as http://.
+        let plain_http: Vec<String> = registries
+            .iter()
+            .filter(|(_, settings)| settings.insecure)
+            .map(|(host, _)| host.clone())
+            .chain(registries.values().flat_map(|settings| {
+                settings
+                    .mirrors
+                    .iter()
+                    .filter_map(|m| m.strip_prefix("http://"))
+                    .map(|host| host.trim_end_matches('/').to_string())
+            }))
+            .collect();
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(plain_http),
+            platform_resolver: None,
+            connect_timeout: Some(std::time::Duration::from_secs(10)),
+            read_timeout: Some(std::time::Duration::from_secs(60)),
+            ..ClientConfig::default()
+        };
+        Puller {
+            client: Client::new(config),
+            containerd,
+            registries: Arc::new(registries),
+            blob_locks: Arc::default(),
+        }
+    }
+
+    /// Pulls every image; `progress` covers them all. Every image is resolved before any
+    /// layer is fetched, so the total is known from the first byte on.
+    pub async fn pull_all(
+        &self,
+        images: &[String],
+        progress: &Arc<Progress>,
+    ) -> Result<Vec<PulledImage>, PullError> {
+        let mut resolved = Vec::with_capacity(images.len());
+        for image in images {
+            let image = self.resolve(image).await?;
+            progress.add_total(image.layers.iter().map(|l| l.size as u64).sum());
+            resolved.push(image);
+        }
+        let mut pulled = Vec::with_capacity(resolved.len());
+        for image in resolved {
+            pulled.push(self.fetch_and_unpack(image, progress).await?);
+        }
+        Ok(pulled)
+    }
+
+    /// Removes an image unless a container of another app uses it. True when removed.
+    pub async fn remove_unless_used(&self, image: &str, app_id: &str) -> Result<bool, PullError> {
+        let name = canonical(image)?.whole();
+        let in_use = |source| PullError::Containerd {
+            image: name.clone(),
+            source,
+        };
+        let users = self
+            .containerd
+            .containers_using(&name)
+            .await
+            .map_err(in_use)?;
+        if users
+            .iter()
+            .any(|labels| labels.get(APP_LABEL).map(String::as_str) != Some(app_id))
+        {
+            return Ok(false);
+        }
+        self.containerd.delete_image(&name).await.map_err(in_use)?;
+        Ok(true)
+    }
+
+    /// Finds the image's manifest for this host through the mirrors, then the registry.
+    async fn resolve(&self, image: &str) -> Result<Resolved, PullError> {
+        let reference = canonical(image)?;
+        let name = reference.whole();
+        let mut failures = Vec::new();
+        for source in self.sources(&reference) {
+            match self.resolve_at(&name, &source).await {
+                Ok(resolved) => return Ok(resolved),
+                Err(PullError::Registry { cause, .. }) => {
+                    failures.push(format!("{}: {cause}", source.registry()));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(PullError::Registry {
+            image: name,
+            cause: failures.join("; "),
+        })
+    }
+
+    /// The mirrors configured for the image's registry, in order, then the registry.
+    fn sources(&self, reference: &Reference) -> Vec<Reference> {
+        let mirrors = self
+            .registries
+            .get(reference.registry())
+            .map(|settings| settings.mirrors.as_slice())
+            .unwrap_or_default();
+        let relocate = |host: &str| {
+            let repository = reference.repository().to_string();
+            match reference.digest() {
+                Some(digest) => Reference::with_digest(host.into(), repository, digest.into()),
+                None => Reference::with_tag(
+                    host.into(),
+                    repository,
+                    reference.tag().unwrap_or("latest").into(),
+                ),
+            }
+        };
+        mirrors
+            .iter()
+            .map(|mirror| {
+                let host = mirror.split_once("://").map_or(mirror.as_str(), |(_, h)| h);
+                relocate(host.trim_end_matches('/'))
+            })
+            .chain(std::iter::once(reference.clone()))
+            .collect()
+    }
+
+    async fn resolve_at(&self, name: &str, source: &Reference) -> Result<Resolved, PullError> {
+        let registry = |cause: String| PullError::Registry {
+            image: name.to_string(),
+            cause,
+        };
+        let unsupported = |cause: String| PullError::Unsupported {
+            image: name.to_string(),
+            cause,
+        };
+        let accepted: Vec<&str> = INDEX_TYPES.iter().chain(&MANIFEST_TYPES).copied().collect();
+        let (bytes, digest) = self
+            .client
+            .pull_manifest_raw(source, &RegistryAuth::Anonymous, &accepted)
+            .await
+            .map_err(|e| registry(error_chain(&e)))?;
+        let top: ManifestJson = serde_json::from_slice(&bytes)
+            .map_err(|e| unsupported(format!("unreadable manifest: {e}")))?;
+        let top_type = top.media_type.clone().unwrap_or_else(|| {
+            let kind = if top.manifests.is_empty() {
+                MANIFEST_TYPES[0]
+            } else {
+                INDEX_TYPES[0]
+            };
+            kind.to_string()
+        });
+        let top_document = Document {
+            descriptor: Descriptor {
+                media_type: top_type.clone(),
+                digest: checked_digest(&bytes, Some(&digest)).map_err(registry)?,
+                size: bytes.len() as i64,
+                annotations: HashMap::new(),
+            },
+            bytes,
+        };
+        let (index, manifest, manifest_json) = if INDEX_TYPES.contains(&top_type.as_str()) {
+            let (os, architecture) = ("linux", host_architecture());
+            let entry = top
+                .manifests
+                .iter()
+                .find(|m| {
+                    m.platform
+                        .as_ref()
+                        .is_some_and(|p| p.os == os && p.architecture == architecture)
+                })
+                .ok_or_else(|| unsupported(format!("no image for {os}/{architecture}")))?;
+            let by_digest = Reference::with_digest(
+                source.registry().into(),
+                source.repository().into(),
+                entry.digest.clone(),
+            );
+            let (bytes, _) = self
+                .client
+                .pull_manifest_raw(&by_digest, &RegistryAuth::Anonymous, &MANIFEST_TYPES)
+                .await
+                .map_err(|e| registry(error_chain(&e)))?;
+            checked_digest(&bytes, Some(&entry.digest)).map_err(registry)?;
+            let json: ManifestJson = serde_json::from_slice(&bytes)
+                .map_err(|e| unsupported(format!("unreadable manifest: {e}")))?;
+            let document = Document {
+                descriptor: entry.descriptor(),
+                bytes,
+            };
+            (Some(top_document), document, json)
+        } else {
+            (None, top_document, top)
+        };
+        let config = manifest_json
+            .config
+            .ok_or_else(|| unsupported("the manifest has no config".into()))?;
+        let config_bytes = self.fetch_small(source, &config).await.map_err(registry)?;
+        let config_json: ConfigJson = serde_json::from_slice(&config_bytes)
+            .map_err(|e| unsupported(format!("unreadable image config: {e}")))?;
+        if config_json.rootfs.diff_ids.len() != manifest_json.layers.len() {
+            return Err(unsupported(
+                "the config's diff_ids do not match the layers".into(),
+            ));
+        }
+        Ok(Resolved {
+            name: name.to_string(),
+            source: source.clone(),
+            index,
+            manifest,
+            config: Document {
+                descriptor: config.descriptor(),
+                bytes: config_bytes,
+            },
+            layers: manifest_json
+                .layers
+                .iter()
+                .map(DescriptorJson::descriptor)
+                .collect(),
+            diff_ids: config_json.rootfs.diff_ids,
+        })
+    }
+
+    /// A small blob (an image config), read whole and checked against its digest.
+    async fn fetch_small(
+        &self,
+        source: &Reference,
+        blob: &DescriptorJson,
+    ) -> Result<Bytes, String> {
+        let mut bytes = Vec::with_capacity(blob.size.max(0) as usize);
+        let descriptor = oci_descriptor(&blob.descriptor());
+        self.client
+            .pull_blob(source, &descriptor, &mut bytes)
+            .await
+            .map_err(|e| error_chain(&e))?;
+        checked_digest(&bytes, Some(&blob.digest))?;
+        Ok(bytes.into())
+    }
+
+    /// Under one lease: fetch layers (a few at once) and unpack each as soon as it and
+    /// the ones below it are in; then store config, manifest and index with the labels
+    /// that keep them alive, and record the image. On failure the lease goes, and
+    /// garbage collection takes whatever the pull had created.
+    async fn fetch_and_unpack(
+        &self,
+        image: Resolved,
+        progress: &Arc<Progress>,
+    ) -> Result<PulledImage, PullError> {
+        let failed = |source| PullError::Containerd {
+            image: image.name.clone(),
+            source,
+        };
+        let lease = self.containerd.create_lease("pull").await.map_err(failed)?;
+        let outcome = self.fetch_and_unpack_under(&lease, &image, progress).await;
+        let collect = outcome.is_err();
+        let released = self
+            .containerd
+            .release_lease(lease, collect)
+            .await
+            .map_err(failed);
+        let pulled = outcome?;
+        released?;
+        Ok(pulled)
+    }
+
+    async fn fetch_and_unpack_under(
+        &self,
+        lease: &Lease,
+        image: &Resolved,
+        progress: &Arc<Progress>,
+    ) -> Result<PulledImage, PullError> {
+        let containerd_error = |source| PullError::Containerd {
+            image: image.name.clone(),
+            source,
+        };
+        let slots = Arc::new(Semaphore::new(CONCURRENT_BLOBS));
+        let fetches: Vec<_> = image
+            .layers
+            .iter()
+            .zip(&image.diff_ids)
+            .map(|(layer, diff_id)| {
+                let (puller, slots, progress) = (self.clone(), slots.clone(), progress.clone());
+                let (layer, diff_id) = (layer.clone(), diff_id.clone());
+                let (source, lease_id, name) =
+                    (image.source.clone(), lease.id.clone(), image.name.clone());
+                tokio::spawn(async move {
+                    let _slot = slots.acquire_owned().await;
+                    let lease = Lease { id: lease_id };
+                    puller
+                        .fetch_layer(&lease, &name, &source, &layer, &diff_id, &progress)
+                        .await
+                })
+            })
+            .collect();
+        let mut parent = String::new();
+        let mut fetches = fetches.into_iter();
+        for ((layer, diff_id), fetch) in image
+            .layers
+            .iter()
+            .zip(&image.diff_ids)
+            .zip(fetches.by_ref())
+        {
+            let fetched = fetch.await.unwrap_or_else(|e| {
+                Err(PullError::Unsupported {
+                    image: image.name.clone(),
+                    cause: format!("layer fetch stopped: {e}"),
+                })
+            });
+            if let Err(err) = fetched {
+                fetches.for_each(|f| f.abort());
+                return Err(err);
+            }
+            let chain_id = chain_id(&parent, diff_id);
+            if !self
+                .containerd
+                .has_snapshot(&chain_id)
+                .await
+                .map_err(containerd_error)?
+            {
+                let applied = self
+                    .containerd
+                    .apply_layer(lease, layer, &parent, &chain_id)
+                    .await
+                    .map_err(containerd_error)?;
+                if &applied != diff_id {
+                    return Err(PullError::Registry {
+                        image: image.name.clone(),
+                        cause: format!(
+                            "layer {} unpacks to {applied}, but the config says {diff_id}",
+                            layer.digest
+                        ),
+                    });
+                }
+            }
+            parent = chain_id;
+        }
+
+        let config_labels = HashMap::from([(
+            format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+            parent,
+        )]);
+        self.store_document(lease, &image.config, config_labels, &image.name)
+            .await?;
+        let mut manifest_labels = HashMap::from([(
+            "containerd.io/gc.ref.content.config".to_string(),
+            image.config.descriptor.digest.clone(),
+        )]);
+        for (i, layer) in image.layers.iter().enumerate() {
+            manifest_labels.insert(
+                format!("containerd.io/gc.ref.content.l.{i}"),
+                layer.digest.clone(),
+            );
+        }
+        self.store_document(lease, &image.manifest, manifest_labels, &image.name)
+            .await?;
+        let target = match &image.index {
+            Some(index) => {
+                let labels = HashMap::from([(
+                    "containerd.io/gc.ref.content.m.0".to_string(),
+                    image.manifest.descriptor.digest.clone(),
+                )]);
+                self.store_document(lease, index, labels, &image.name)
+                    .await?;
+                index.descriptor.clone()
+            }
+            None => image.manifest.descriptor.clone(),
+        };
+        let digest = target.digest.clone();
+        self.containerd
+            .put_image(&image.name, target)
+            .await
+            .map_err(containerd_error)?;
+        Ok(PulledImage {
+            name: image.name.clone(),
+            digest,
+        })
+    }
+
+    async fn store_document(
+        &self,
+        lease: &Lease,
+        document: &Document,
+        labels: HashMap<String, String>,
+        image: &str,
+    ) -> Result<(), PullError> {
+        let (chunks, receiver) = mpsc::channel(1);
+        // The channel holds the one chunk, so this send cannot wait.
+        let _ = chunks.try_send(document.bytes.clone());
+        drop(chunks);
+        let descriptor = &document.descriptor;
+        self.containerd
+            .write_content(
+                lease,
+                &descriptor.digest,
+                descriptor.size as u64,
+                labels,
+                receiver,
+            )
+            .await
+            .map_err(|source| PullError::Containerd {
+                image: image.to_string(),
+                source,
+            })
+    }
+
+    /// Streams one layer blob from the registry into the content store, unless it is
+    /// there already; every byte counts towards `progress`.
+    async fn fetch_layer(
+        &self,
+        lease: &Lease,
+        image: &str,
+        source: &Reference,
+        layer: &Descriptor,
+        diff_id: &str,
+        progress: &Progress,
+    ) -> Result<(), PullError> {
+        let registry = |cause: String| PullError::Registry {
+            image: image.to_string(),
+            cause: format!("layer {}: {cause}", layer.digest),
+        };
+        let containerd_error = |source| PullError::Containerd {
+            image: image.to_string(),
+            source,
+        };
+        let lock = self.blob_lock(&layer.digest);
+        let _held = lock.lock().await;
+        if self
+            .containerd
+            .has_content(&layer.digest)
+            .await
+            .map_err(containerd_error)?
+        {
+            progress.add_present(layer.size as u64);
+            return Ok(());
+        }
+        let mut stream = self
+            .client
+            .pull_blob_stream(source, &oci_descriptor(layer))
+            .await
+            .map_err(|e| registry(error_chain(&e)))?
+            .stream;
+        let labels = HashMap::from([(
+            "containerd.io/uncompressed".to_string(),
+            diff_id.to_string(),
+        )]);
+        let (chunks, receiver) = mpsc::channel::<Bytes>(2);
+        let write = self.containerd.write_content(
+            lease,
+            &layer.digest,
+            layer.size as u64,
+            labels,
+            receiver,
+        );
+        let read = async move {
+            let mut buffer = BytesMut::with_capacity(WRITE_CHUNK);
+            while let Some(piece) = stream.next().await {
+                let piece = piece.map_err(|e| registry(error_chain(&e)))?;
+                progress.add_transferred(piece.len() as u64);
+                buffer.extend_from_slice(&piece);
+                if buffer.len() >= WRITE_CHUNK
+                    && chunks.send(buffer.split().freeze()).await.is_err()
+                {
+                    // The writer ended early; its own error tells why.
+                    return Ok(());
+                }
+            }
+            if !buffer.is_empty() {
+                let _ = chunks.send(buffer.freeze()).await;
+            }
+            Ok(())
+        };
+        // A failed read drops the writer before it commits: nothing half-written lands.
+        tokio::try_join!(read, async { write.await.map_err(containerd_error) })?;
+        Ok(())
+    }
+
+    fn blob_lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.blob_locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Drop locks nobody holds, so the map does not grow with every blob ever pulled.
+        locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        locks.entry(digest.to_string()).or_default().clone()
+    }
+}
+
+/// The full reference: `nginx` is `docker.io/library/nginx:latest`.
+fn canonical(image: &str) -> Result<Reference, PullError> {
+    image
+        .parse::<Reference>()
+        .map_err(|e| PullError::Reference {
+            image: image.to_string(),
+            cause: e.to_string(),
+        })
+}
+
+/// chain[0] = diff[0]; chain[n] = sha256(chain[n-1] + " " + diff[n]).
+fn chain_id(parent: &str, diff_id: &str) -> String {
+    if parent.is_empty() {
+        diff_id.to_string()
+    } else {
+        format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest(format!("{parent} {diff_id}")))
+        )
+    }
+}
+
+/// The sha256 digest of `bytes`, checked against `expected` when there is one.
+fn checked_digest(bytes: &[u8], expected: Option<&str>) -> Result<String, String> {
+    let actual = format!("sha256:{}", hex::encode(Sha256::digest(bytes)));
+    match expected {
+        Some(expected) if !expected.is_empty() && expected != actual => Err(format!(
+            "digest mismatch: expected {expected}, the registry sent {actual}"
+        )),
+        _ => Ok(actual),
+    }
+}
+
+fn oci_descriptor(descriptor: &Descriptor) -> OciDescriptor {
+    OciDescriptor {
+        media_type: descriptor.media_type.clone(),
+        digest: descriptor.digest.clone(),
+        size: descriptor.size,
+        ..OciDescriptor::default()
+    }
+}
+
+/// The host's architecture in OCI terms.
+fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_oci_rule() {
+        let a = "sha256:aaaa";
+        assert_eq!(chain_id("", a), a);
+        let expected = format!(
+            "sha256:{}",
+            hex::encode(Sha256::digest("sha256:aaaa sha256:bbbb"))
+        );
+        assert_eq!(chain_id(a, "sha256:bbbb"), expected);
+    }
+
+    #[test]
+    fn short_names_are_docker_hub_library_images() {
+        assert_eq!(
+            canonical("nginx").unwrap().whole(),
+            "docker.io/library/nginx:latest"
+        );
+        assert_eq!(
+            canonical("nginx:1.30").unwrap().whole(),
+            "docker.io/library/nginx:1.30"
+        );
+        assert_eq!(
+            canonical("127.0.0.1:5000/x/y:2").unwrap().whole(),
+            "127.0.0.1:5000/x/y:2"
+        );
+        assert!(canonical("Not A Ref").is_err());
+    }
+
+    #[test]
+    fn digests_are_checked() {
+        let digest = checked_digest(b"abc", None).unwrap();
+        assert!(checked_digest(b"abc", Some(&digest)).is_ok());
+        assert!(
+            checked_digest(b"abd", Some(&digest))
+                .unwrap_err()
+                .contains("mismatch")
+        );
+    }
+}

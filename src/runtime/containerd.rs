@@ -1,0 +1,384 @@
+//! containerd over gRPC: content, snapshots, diff, images and leases, in appunit's
+//! namespace. Every call that creates something can run under a lease, so that a
+//! failed or interrupted operation leaves nothing for garbage collection to keep.
+
+use crate::error::error_chain;
+use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
+use containerd_client::services::v1::snapshots::{
+    CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+};
+use containerd_client::services::v1::{
+    ApplyRequest, CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, InfoRequest,
+    ListContainersRequest, UpdateImageRequest, WriteAction, WriteContentRequest,
+    containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
+    images_client::ImagesClient, leases_client::LeasesClient, version_client::VersionClient,
+};
+use containerd_client::types::{Descriptor, Mount};
+use containerd_client::{services::v1 as api, tonic};
+use std::collections::HashMap;
+use std::path::Path;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+/// The snapshotter appunit unpacks into (containerd's default on Linux).
+pub const SNAPSHOTTER: &str = "overlayfs";
+
+/// Leases expire by themselves after this long, in case the daemon dies mid-operation.
+const LEASE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerdError {
+    #[error("containerd is not reachable at {socket}: {cause}")]
+    Unreachable { socket: String, cause: String },
+    #[error("containerd {version} is too old: appunit needs 1.6 or newer")]
+    TooOld { version: String },
+    #[error("containerd {call}: {status}", status = .status.message())]
+    Call { call: &'static str, status: Status },
+}
+
+impl ContainerdError {
+    pub fn code(&self) -> Option<Code> {
+        match self {
+            ContainerdError::Call { status, .. } => Some(status.code()),
+            _ => None,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ContainerdError>;
+
+fn call(name: &'static str) -> impl Fn(Status) -> ContainerdError {
+    move |status| ContainerdError::Call { call: name, status }
+}
+
+#[derive(Clone)]
+pub struct Containerd {
+    channel: Channel,
+    namespace: String,
+}
+
+/// A lease: what is created under it is kept until it is released.
+pub struct Lease {
+    pub id: String,
+}
+
+impl Containerd {
+    /// Connects and checks the server version.
+    pub async fn connect(socket: &Path, namespace: &str) -> Result<Containerd> {
+        let unreachable = |cause: String| ContainerdError::Unreachable {
+            socket: socket.display().to_string(),
+            cause,
+        };
+        let channel = containerd_client::connect(socket)
+            .await
+            .map_err(|e| unreachable(error_chain(&e)))?;
+        let version = VersionClient::new(channel.clone())
+            .version(())
+            .await
+            .map_err(|e| unreachable(e.message().to_string()))?
+            .into_inner()
+            .version;
+        let numbers: Vec<u32> = version
+            .trim_start_matches('v')
+            .split(['.', '~', '-', '+'])
+            .take(2)
+            .map(|n| n.parse().unwrap_or(0))
+            .collect();
+        if numbers.as_slice() < [1, 6].as_slice() {
+            return Err(ContainerdError::TooOld { version });
+        }
+        Ok(Containerd {
+            channel,
+            namespace: namespace.to_string(),
+        })
+    }
+
+    /// A request in appunit's namespace, under `lease` when one is given.
+    fn request<T>(&self, message: T, lease: Option<&Lease>) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let metadata = request.metadata_mut();
+        // Namespaces and lease ids are ASCII by construction (config check, our ids).
+        if let Ok(namespace) = self.namespace.parse() {
+            metadata.insert("containerd-namespace", namespace);
+        }
+        if let Some(Ok(lease)) = lease.map(|l| l.id.parse()) {
+            metadata.insert("containerd-lease", lease);
+        }
+        request
+    }
+
+    pub async fn create_lease(&self, purpose: &str) -> Result<Lease> {
+        let expires = std::time::SystemTime::now() + LEASE_EXPIRY;
+        let id = format!("appunit-{purpose}-{:016x}", rand::random::<u64>());
+        let labels = HashMap::from([(
+            "containerd.io/gc.expire".to_string(),
+            humantime::format_rfc3339_seconds(expires).to_string(),
+        )]);
+        let request = api::CreateRequest {
+            id: id.clone(),
+            labels,
+        };
+        LeasesClient::new(self.channel.clone())
+            .create(self.request(request, None))
+            .await
+            .map_err(call("Leases.Create"))?;
+        Ok(Lease { id })
+    }
+
+    /// Releases a lease; with `collect`, garbage collection runs before this returns,
+    /// so whatever only the lease held is gone.
+    pub async fn release_lease(&self, lease: Lease, collect: bool) -> Result<()> {
+        let request = api::DeleteRequest {
+            id: lease.id,
+            sync: collect,
+        };
+        LeasesClient::new(self.channel.clone())
+            .delete(self.request(request, None))
+            .await
+            .map_err(call("Leases.Delete"))?;
+        Ok(())
+    }
+
+    /// Whether the content store holds a blob.
+    pub async fn has_content(&self, digest: &str) -> Result<bool> {
+        let request = InfoRequest {
+            digest: digest.to_string(),
+        };
+        match ContentClient::new(self.channel.clone())
+            .info(self.request(request, None))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == Code::NotFound => Ok(false),
+            Err(status) => Err(call("Content.Info")(status)),
+        }
+    }
+
+    /// Streams one blob into the content store. containerd checks `digest` and `size`
+    /// at commit; a blob that exists already counts as written.
+    pub async fn write_content(
+        &self,
+        lease: &Lease,
+        digest: &str,
+        size: u64,
+        labels: HashMap<String, String>,
+        chunks: mpsc::Receiver<bytes::Bytes>,
+    ) -> Result<()> {
+        let (requests, outgoing) = mpsc::channel::<WriteContentRequest>(4);
+        let reference = format!("appunit-{digest}");
+        let total = size as i64;
+        let feed = async move {
+            let mut chunks = chunks;
+            let mut offset = 0i64;
+            while let Some(data) = chunks.recv().await {
+                let length = data.len() as i64;
+                let write = WriteContentRequest {
+                    action: WriteAction::Write as i32,
+                    r#ref: reference.clone(),
+                    total,
+                    expected: digest.to_string(),
+                    offset,
+                    data: data.to_vec(),
+                    labels: HashMap::new(),
+                };
+                if requests.send(write).await.is_err() {
+                    return;
+                }
+                offset += length;
+            }
+            let commit = WriteContentRequest {
+                action: WriteAction::Commit as i32,
+                r#ref: reference,
+                total,
+                expected: digest.to_string(),
+                offset,
+                data: Vec::new(),
+                labels,
+            };
+            let _ = requests.send(commit).await;
+        };
+        let exchange = async {
+            let mut responses = ContentClient::new(self.channel.clone())
+                .write(self.request(ReceiverStream::new(outgoing), Some(lease)))
+                .await?
+                .into_inner();
+            while responses.message().await?.is_some() {}
+            Ok::<(), Status>(())
+        };
+        let ((), outcome) = tokio::join!(feed, exchange);
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(status) if status.code() == Code::AlreadyExists => Ok(()),
+            Err(status) => Err(call("Content.Write")(status)),
+        }
+    }
+
+    pub async fn has_snapshot(&self, key: &str) -> Result<bool> {
+        let request = StatSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.into(),
+        };
+        match SnapshotsClient::new(self.channel.clone())
+            .stat(self.request(request, None))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == Code::NotFound => Ok(false),
+            Err(status) => Err(call("Snapshots.Stat")(status)),
+        }
+    }
+
+    /// Unpacks one layer onto `parent` and commits it as `chain_id`. Returns the digest
+    /// of what was applied (the layer's diff id), for the caller to verify.
+    pub async fn apply_layer(
+        &self,
+        lease: &Lease,
+        layer: &Descriptor,
+        parent: &str,
+        chain_id: &str,
+    ) -> Result<String> {
+        let key = format!("extract-{:016x}-{chain_id}", rand::random::<u64>());
+        let mut snapshots = SnapshotsClient::new(self.channel.clone());
+        let prepare = PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.clone(),
+            parent: parent.into(),
+            labels: HashMap::new(),
+        };
+        let mounts: Vec<Mount> = snapshots
+            .prepare(self.request(prepare, Some(lease)))
+            .await
+            .map_err(call("Snapshots.Prepare"))?
+            .into_inner()
+            .mounts;
+        let apply = ApplyRequest {
+            diff: Some(layer.clone()),
+            mounts,
+            payloads: HashMap::new(),
+            sync_fs: false,
+        };
+        let applied = DiffClient::new(self.channel.clone())
+            .apply(self.request(apply, Some(lease)))
+            .await
+            .map_err(call("Diff.Apply"));
+        let applied = match applied {
+            Ok(response) => response
+                .into_inner()
+                .applied
+                .map(|d| d.digest)
+                .unwrap_or_default(),
+            Err(err) => {
+                self.remove_snapshot(&key).await;
+                return Err(err);
+            }
+        };
+        let commit = CommitSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            name: chain_id.into(),
+            key: key.clone(),
+            labels: HashMap::new(),
+        };
+        match snapshots.commit(self.request(commit, Some(lease))).await {
+            Ok(_) => Ok(applied),
+            // Another pull committed the same layer meanwhile: theirs serves.
+            Err(status) if status.code() == Code::AlreadyExists => {
+                self.remove_snapshot(&key).await;
+                Ok(applied)
+            }
+            Err(status) => {
+                self.remove_snapshot(&key).await;
+                Err(call("Snapshots.Commit")(status))
+            }
+        }
+    }
+
+    /// Best effort: an active snapshot left behind is collected with its lease anyway.
+    async fn remove_snapshot(&self, key: &str) {
+        let request = RemoveSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.into(),
+        };
+        let mut snapshots = SnapshotsClient::new(self.channel.clone());
+        if let Err(status) = snapshots.remove(self.request(request, None)).await {
+            tracing::debug!(key, %status, "removing an extraction snapshot");
+        }
+    }
+
+    /// Records `name` → `target`, replacing what the name pointed at before.
+    pub async fn put_image(&self, name: &str, target: Descriptor) -> Result<()> {
+        let image = Image {
+            name: name.into(),
+            labels: HashMap::new(),
+            target: Some(target),
+            created_at: None,
+            updated_at: None,
+        };
+        let mut images = ImagesClient::new(self.channel.clone());
+        let create = CreateImageRequest {
+            image: Some(image.clone()),
+            source_date_epoch: None,
+        };
+        match images.create(self.request(create, None)).await {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::AlreadyExists => {
+                let update = UpdateImageRequest {
+                    image: Some(image),
+                    update_mask: None,
+                    source_date_epoch: None,
+                };
+                images
+                    .update(self.request(update, None))
+                    .await
+                    .map_err(call("Images.Update"))?;
+                Ok(())
+            }
+            Err(status) => Err(call("Images.Create")(status)),
+        }
+    }
+
+    /// The descriptor an image name points at, if the image exists.
+    pub async fn image_target(&self, name: &str) -> Result<Option<Descriptor>> {
+        let request = GetImageRequest { name: name.into() };
+        match ImagesClient::new(self.channel.clone())
+            .get(self.request(request, None))
+            .await
+        {
+            Ok(response) => Ok(response.into_inner().image.and_then(|i| i.target)),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(call("Images.Get")(status)),
+        }
+    }
+
+    /// Deletes an image record and collects what only it held.
+    pub async fn delete_image(&self, name: &str) -> Result<()> {
+        let request = DeleteImageRequest {
+            name: name.into(),
+            sync: true,
+            target: None,
+        };
+        match ImagesClient::new(self.channel.clone())
+            .delete(self.request(request, None))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(call("Images.Delete")(status)),
+        }
+    }
+
+    /// Labels of every container that runs `image`.
+    pub async fn containers_using(&self, image: &str) -> Result<Vec<HashMap<String, String>>> {
+        let request = ListContainersRequest {
+            filters: vec![format!("image=={image}")],
+        };
+        let containers = ContainersClient::new(self.channel.clone())
+            .list(self.request(request, None))
+            .await
+            .map_err(call("Containers.List"))?
+            .into_inner()
+            .containers;
+        Ok(containers.into_iter().map(|c| c.labels).collect())
+    }
+}

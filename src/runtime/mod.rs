@@ -1,0 +1,3 @@
+//! Runtime backends: the host services appunit drives.
+
+pub mod containerd;
