@@ -622,3 +622,30 @@ fn sigterm_finishes_requests_in_flight() {
     assert!(reply.ends_with(r#"{"ResponseData":[]}"#), "{reply}");
     assert!(daemon.terminate_wait().success());
 }
+
+/// Socket activation: the daemon serves the socket systemd passes (LISTEN_FDS), not its
+/// configured path. `systemd-socket-activate` passes it as appunitd.socket would.
+#[tokio::test]
+async fn serves_a_socket_passed_by_systemd() {
+    let daemon = Daemon::start();
+    let passed = daemon.dir.path().join("passed.sock");
+    let mut activator = std::process::Command::new("systemd-socket-activate")
+        .arg("--listen")
+        .arg(&passed)
+        .arg(env!("CARGO_BIN_EXE_appunitd"))
+        .arg("--config")
+        .arg(daemon.config_path())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("systemd-socket-activate (package systemd)");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !passed.exists() {
+        assert!(std::time::Instant::now() < deadline, "no socket");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The first request starts appunitd, which answers on the passed socket.
+    let reply = common::send(&passed, Call::get("AppList", "")).await;
+    assert_eq!(reply.status, 200);
+    activator.kill().unwrap();
+    activator.wait().unwrap();
+}
