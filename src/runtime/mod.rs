@@ -1,3 +1,4 @@
 //! Runtime backends: the host services appunit drives.
 
 pub mod containerd;
+pub mod systemd;

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 pub mod images;
+pub mod sandbox;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

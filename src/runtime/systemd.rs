@@ -1,0 +1,273 @@
+//! systemd over D-Bus: app unit files, their jobs (start/stop/restart, waiting for the
+//! outcome), enablement at boot, and unit state, kept current by systemd's signals.
+
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("systemd's bus is not reachable: {0}")]
+    Unreachable(String),
+    #[error("systemd {call} {unit}: {cause}")]
+    Call {
+        call: &'static str,
+        unit: String,
+        cause: String,
+    },
+    #[error("{unit}: the {job} job ended with \"{result}\"")]
+    Job {
+        unit: String,
+        job: &'static str,
+        result: String,
+    },
+    #[error("writing {path}: {cause}")]
+    UnitFile { path: PathBuf, cause: String },
+}
+
+type Result<T> = std::result::Result<T, SystemdError>;
+
+/// A unit's ActiveState.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitState {
+    Active,
+    Reloading,
+    Inactive,
+    Failed,
+    Activating,
+    Deactivating,
+}
+
+impl UnitState {
+    fn parse(text: &str) -> UnitState {
+        match text {
+            "active" => UnitState::Active,
+            "reloading" => UnitState::Reloading,
+            "failed" => UnitState::Failed,
+            "activating" => UnitState::Activating,
+            "deactivating" => UnitState::Deactivating,
+            // "inactive", and "maintenance" or whatever a newer systemd adds.
+            _ => UnitState::Inactive,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Job {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl Job {
+    fn name(self) -> &'static str {
+        match self {
+            Job::Start => "start",
+            Job::Stop => "stop",
+            Job::Restart => "restart",
+        }
+    }
+}
+
+pub struct Systemd {
+    manager: ManagerProxy<'static>,
+    connection: zbus::Connection,
+    unit_dir: PathBuf,
+    /// Unit proxies cache their properties and update them from PropertiesChanged, so a
+    /// state read after the first is free of bus round trips and never stale.
+    units: Mutex<HashMap<String, UnitProxy<'static>>>,
+}
+
+impl Systemd {
+    /// Connects to `address`, or to the system bus when None, and subscribes to
+    /// systemd's signals (it sends none to a client that has not subscribed).
+    pub async fn connect(address: Option<&str>, unit_dir: PathBuf) -> Result<Systemd> {
+        let unreachable = |e: zbus::Error| SystemdError::Unreachable(e.to_string());
+        let connection = match address {
+            Some(address) => zbus::connection::Builder::address(address)
+                .build()
+                .await
+                .map_err(unreachable)?,
+            None => zbus::Connection::system().await.map_err(unreachable)?,
+        };
+        let manager = ManagerProxy::new(&connection).await.map_err(unreachable)?;
+        manager.subscribe().await.map_err(unreachable)?;
+        Ok(Systemd {
+            manager,
+            connection,
+            unit_dir,
+            units: Mutex::default(),
+        })
+    }
+
+    /// Writes a unit file (atomically: readers never see half of it) and reloads.
+    pub async fn install_unit(&self, unit: &str, content: &str) -> Result<()> {
+        let path = self.unit_dir.join(unit);
+        let staging = self.unit_dir.join(format!(".{unit}.new"));
+        let written =
+            std::fs::write(&staging, content).and_then(|()| std::fs::rename(&staging, &path));
+        written.map_err(|e| SystemdError::UnitFile {
+            path,
+            cause: e.to_string(),
+        })?;
+        self.reload(unit).await
+    }
+
+    /// Stops and disables a unit, removes its file and forgets it.
+    pub async fn remove_unit(&self, unit: &str) -> Result<()> {
+        if self.state(unit).await? != UnitState::Inactive {
+            self.stop(unit).await?;
+        }
+        self.disable(unit).await?;
+        let path = self.unit_dir.join(unit);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(SystemdError::UnitFile {
+                    path,
+                    cause: e.to_string(),
+                });
+            }
+        }
+        // A failed unit stays loaded until its failure is reset.
+        let _ = self.manager.reset_failed_unit(unit.to_string()).await;
+        self.units
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(unit);
+        self.reload(unit).await
+    }
+
+    pub async fn start(&self, unit: &str) -> Result<()> {
+        self.run_job(unit, Job::Start).await
+    }
+
+    pub async fn stop(&self, unit: &str) -> Result<()> {
+        self.run_job(unit, Job::Stop).await
+    }
+
+    pub async fn restart(&self, unit: &str) -> Result<()> {
+        self.run_job(unit, Job::Restart).await
+    }
+
+    /// The unit starts at boot (`WantedBy=` of its [Install] section).
+    pub async fn enable(&self, unit: &str) -> Result<()> {
+        self.manager
+            .enable_unit_files(vec![unit.to_string()], false, true)
+            .await
+            .map_err(call_error("EnableUnitFiles", unit))?;
+        self.reload(unit).await
+    }
+
+    pub async fn disable(&self, unit: &str) -> Result<()> {
+        self.manager
+            .disable_unit_files(vec![unit.to_string()], false)
+            .await
+            .map_err(call_error("DisableUnitFiles", unit))?;
+        self.reload(unit).await
+    }
+
+    /// The unit's ActiveState now. An unknown unit is inactive.
+    pub async fn state(&self, unit: &str) -> Result<UnitState> {
+        let proxy = self.unit(unit).await?;
+        let state = proxy
+            .active_state()
+            .await
+            .map_err(call_error("ActiveState", unit))?;
+        Ok(UnitState::parse(&state))
+    }
+
+    /// The PID of the unit's main process, 0 when it has none.
+    pub async fn main_pid(&self, unit: &str) -> Result<u32> {
+        let path = self.unit(unit).await?.inner().path().to_owned();
+        let service = zbus_systemd::systemd1::ServiceProxy::builder(&self.connection)
+            .path(path)
+            .build()
+            .await
+            .map_err(call_error("MainPID", unit))?;
+        service
+            .main_pid()
+            .await
+            .map_err(call_error("MainPID", unit))
+    }
+
+    async fn unit(&self, unit: &str) -> Result<UnitProxy<'static>> {
+        if let Some(proxy) = self
+            .units
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(unit)
+        {
+            return Ok(proxy.clone());
+        }
+        let path = self
+            .manager
+            .load_unit(unit.to_string())
+            .await
+            .map_err(call_error("LoadUnit", unit))?;
+        let proxy = UnitProxy::builder(&self.connection)
+            .path(path)
+            .build()
+            .await
+            .map_err(call_error("LoadUnit", unit))?;
+        self.units
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(unit.to_string(), proxy.clone());
+        Ok(proxy)
+    }
+
+    async fn reload(&self, unit: &str) -> Result<()> {
+        self.manager
+            .reload()
+            .await
+            .map_err(call_error("Reload", unit))
+    }
+
+    /// Queues a job and waits until systemd reports it done; any other result
+    /// ("failed", "timeout", "dependency", …) is an error naming it.
+    async fn run_job(&self, unit: &str, job: Job) -> Result<()> {
+        // Listen before queueing, or a fast job could end before we look.
+        let mut removed = self
+            .manager
+            .receive_job_removed()
+            .await
+            .map_err(call_error("JobRemoved", unit))?;
+        let (name, mode) = (unit.to_string(), "replace".to_string());
+        let queued = match job {
+            Job::Start => self.manager.start_unit(name, mode).await,
+            Job::Stop => self.manager.stop_unit(name, mode).await,
+            Job::Restart => self.manager.restart_unit(name, mode).await,
+        }
+        .map_err(call_error(job.name(), unit))?;
+        while let Some(signal) = removed.next().await {
+            let Ok(args) = signal.args() else { continue };
+            if *args.job() == queued {
+                return match args.result().as_str() {
+                    "done" => Ok(()),
+                    result => Err(SystemdError::Job {
+                        unit: unit.to_string(),
+                        job: job.name(),
+                        result: result.to_string(),
+                    }),
+                };
+            }
+        }
+        Err(SystemdError::Unreachable(format!(
+            "the bus closed while {unit} was {}ing",
+            job.name()
+        )))
+    }
+}
+
+fn call_error(call: &'static str, unit: &str) -> impl Fn(zbus::Error) -> SystemdError {
+    let unit = unit.to_string();
+    move |error| SystemdError::Call {
+        call,
+        unit: unit.clone(),
+        cause: error.to_string(),
+    }
+}

@@ -1,0 +1,171 @@
+//! systemd as PID 1 of a private PID + mount (+ network) namespace, with its own
+//! /run, containerd state, appunit state, unit folder and /etc/appunit (TESTING.md).
+//! Dropping the sandbox kills that systemd, which ends the whole namespace.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub struct Sandbox {
+    pub dir: TempDir,
+    unshare: Child,
+    /// Host PID of the sandbox's systemd.
+    pub pid: u32,
+}
+
+/// Runs inside the namespaces: binds the sandbox's folders over the host's, hides the
+/// host's /tmp behind a tmpfs (systemd's boot-time clean-up would empty it otherwise),
+/// then becomes systemd. Passed with `bash -c`, since the script file itself would sit
+/// under the /tmp that gets hidden.
+const BOOT: &str = r#"
+set -e
+W=$1
+mount --make-rprivate /
+ip link set lo up 2>/dev/null || true
+mount --bind "$W/run" /run
+mount --bind "$W/containerd" /var/lib/containerd
+mount --bind "$W/appunit" /var/lib/appunit
+mount --bind "$W/units" /etc/systemd/system
+mount --bind "$W/etc-appunit" /etc/appunit
+mount -t tmpfs tmpfs /tmp
+mount -t tmpfs tmpfs /var/tmp
+mkdir -p /run/systemd/system
+cat > /run/systemd/system/appunit-sandbox.target <<UNIT
+[Unit]
+Description=appunit test sandbox
+Wants=dbus.socket containerd.service $2
+UNIT
+exec /lib/systemd/systemd --system --unit=appunit-sandbox.target
+"#;
+
+impl Sandbox {
+    /// Boots a sandbox; `wants` are extra units its target pulls in.
+    pub fn boot(wants: &str) -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("appunit-sbx")
+            .tempdir()
+            .unwrap();
+        Sandbox::boot_in(dir, wants)
+    }
+
+    /// Boots on the folders of an earlier sandbox: a reboot.
+    pub fn boot_in(dir: TempDir, wants: &str) -> Sandbox {
+        let root = dir.path();
+        for sub in ["run", "containerd", "appunit", "units", "etc-appunit"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        // The mount points must exist on the host.
+        for point in ["/var/lib/containerd", "/var/lib/appunit", "/etc/appunit"] {
+            std::fs::create_dir_all(point).unwrap();
+        }
+        if std::fs::read_dir(root.join("units"))
+            .unwrap()
+            .next()
+            .is_none()
+        {
+            let status = Command::new("cp")
+                .args(["-a", "/etc/systemd/system/."])
+                .arg(root.join("units"))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let unshare = Command::new("unshare")
+            .args([
+                "--pid",
+                "--mount",
+                "--net",
+                "--fork",
+                "--mount-proc",
+                "bash",
+                "-c",
+                BOOT,
+                "boot",
+            ])
+            .arg(root)
+            .arg(wants)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let pid = loop {
+            let children =
+                std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id()))
+                    .unwrap_or_default();
+            if let Some(pid) = children.split_whitespace().next() {
+                break pid.parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "the sandbox did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let sandbox = Sandbox { dir, unshare, pid };
+        sandbox.wait_until("the system bus", |s| s.bus_socket().exists());
+        sandbox.wait_until("containerd", |s| {
+            s.path("run/containerd/containerd.sock").exists()
+        });
+        sandbox
+    }
+
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    pub fn bus_socket(&self) -> PathBuf {
+        self.path("run/dbus/system_bus_socket")
+    }
+
+    pub fn bus_address(&self) -> String {
+        format!("unix:path={}", self.bus_socket().display())
+    }
+
+    /// A command inside the sandbox's mount, PID and network namespaces.
+    pub fn run(&self, program: &str, args: &[&str]) -> Output {
+        Command::new("nsenter")
+            .args(["-t", &self.pid.to_string(), "-m", "-p", "-n", "--"])
+            .arg(program)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// `systemctl ARGS…` inside, its trimmed stdout (whatever the exit status).
+    pub fn systemctl(&self, args: &[&str]) -> String {
+        let output = self.run("systemctl", args);
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    }
+
+    pub fn wait_until(&self, what: &str, ready: impl Fn(&Sandbox) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready(self) {
+            assert!(Instant::now() < deadline, "sandbox: {what} did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Ends the sandbox (every process in it) but keeps its folders, for a reboot.
+    pub fn shut_down(mut self) -> TempDir {
+        self.kill();
+        let dir = tempfile::Builder::new()
+            .prefix("appunit-sbx")
+            .tempdir()
+            .unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    fn kill(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.pid.to_string()])
+            .status();
+        let _ = self.unshare.wait();
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.kill();
+        // Overlay mounts of containerd vanish with the mount namespace; files remain.
+    }
+}
