@@ -53,11 +53,33 @@ pub enum PullError {
     },
 }
 
-/// A pulled image: its name and the digest it resolved to, which the app is pinned to.
+/// A pulled image: its name, the digest it resolved to (which the app is pinned to),
+/// how to run it, and the snapshot its containers start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PulledImage {
     pub name: String,
     pub digest: String,
+    pub config: ImageConfig,
+    /// The chain id of the top layer: the parent of a container's snapshot.
+    pub chain_id: String,
+}
+
+/// The run settings of an image config (`config` in the OCI image config).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImageConfig {
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub env: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub entrypoint: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub cmd: Vec<String>,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub working_dir: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub user: String,
+    #[serde(default, deserialize_with = "null_as_default")]
+    pub stop_signal: String,
 }
 
 #[derive(Clone)]
@@ -84,6 +106,7 @@ struct Resolved {
     config: Document,
     layers: Vec<Descriptor>,
     diff_ids: Vec<String>,
+    run: ImageConfig,
 }
 
 #[derive(Deserialize)]
@@ -115,6 +138,17 @@ struct PlatformJson {
 #[derive(Deserialize)]
 struct ConfigJson {
     rootfs: RootFs,
+    #[serde(default, deserialize_with = "null_as_default")]
+    config: ImageConfig,
+}
+
+/// Image configs write `null` for absent values ("Entrypoint": null).
+fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]
@@ -345,6 +379,7 @@ impl Puller {
                 .map(DescriptorJson::descriptor)
                 .collect(),
             diff_ids: config_json.rootfs.diff_ids,
+            run: config_json.config,
         })
     }
 
@@ -464,7 +499,7 @@ impl Puller {
 
         let config_labels = HashMap::from([(
             format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
-            parent,
+            parent.clone(),
         )]);
         self.store_document(lease, &image.config, config_labels, &image.name)
             .await?;
@@ -500,6 +535,8 @@ impl Puller {
         Ok(PulledImage {
             name: image.name.clone(),
             digest,
+            config: image.run.clone(),
+            chain_id: parent,
         })
     }
 
@@ -691,6 +728,18 @@ mod tests {
             "127.0.0.1:5000/x/y:2"
         );
         assert!(canonical("Not A Ref").is_err());
+    }
+
+    #[test]
+    fn image_config_nulls_are_empty() {
+        let config: ConfigJson = serde_json::from_str(
+            r#"{"rootfs": {"diff_ids": []}, "config": {"Entrypoint": null, "Cmd": ["sh"], "Env": ["A=1"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.config.cmd, ["sh"]);
+        assert!(config.config.entrypoint.is_empty() && config.config.user.is_empty());
+        let bare: ConfigJson = serde_json::from_str(r#"{"rootfs": {"diff_ids": []}}"#).unwrap();
+        assert_eq!(bare.config, ImageConfig::default());
     }
 
     #[test]

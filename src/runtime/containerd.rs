@@ -3,15 +3,19 @@
 //! failed or interrupted operation leaves nothing for garbage collection to keep.
 
 use crate::error::error_chain;
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::snapshots::MountsRequest;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, DeleteImageRequest, GetImageRequest, Image, InfoRequest,
-    ListContainersRequest, UpdateImageRequest, WriteAction, WriteContentRequest,
-    containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
-    images_client::ImagesClient, leases_client::LeasesClient, version_client::VersionClient,
+    ApplyRequest, Container, CreateContainerRequest, CreateImageRequest, CreateTaskRequest,
+    DeleteContainerRequest, DeleteImageRequest, DeleteTaskRequest, GetImageRequest, Image,
+    InfoRequest, KillRequest, ListContainersRequest, StartRequest, UpdateImageRequest, WaitRequest,
+    WriteAction, WriteContentRequest, containers_client::ContainersClient,
+    content_client::ContentClient, diff_client::DiffClient, images_client::ImagesClient,
+    leases_client::LeasesClient, tasks_client::TasksClient, version_client::VersionClient,
 };
 use containerd_client::types::{Descriptor, Mount};
 use containerd_client::{services::v1 as api, tonic};
@@ -24,6 +28,18 @@ use tonic::{Code, Status};
 
 /// The snapshotter appunit unpacks into (containerd's default on Linux).
 pub const SNAPSHOTTER: &str = "overlayfs";
+
+/// The runtime shim of app containers.
+const RUNTIME: &str = "io.containerd.runc.v2";
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// runc's shim options; containerd-client does not ship this message. Only the systemd
+/// cgroup driver is set: the app's containers then live in the app's slice.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RuncOptions {
+    #[prost(bool, tag = "9")]
+    systemd_cgroup: bool,
+}
 
 /// Leases expire by themselves after this long, in case the daemon dies mid-operation.
 const LEASE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(3600);
@@ -365,6 +381,176 @@ impl Containerd {
             Ok(_) => Ok(()),
             Err(status) if status.code() == Code::NotFound => Ok(()),
             Err(status) => Err(call("Images.Delete")(status)),
+        }
+    }
+
+    /// Creates a container: its snapshot on top of `parent_chain` (the image's top
+    /// layer), and its record with `spec` (an OCI runtime spec) and `labels`.
+    pub async fn create_container(
+        &self,
+        id: &str,
+        image: &str,
+        parent_chain: &str,
+        spec: &oci_spec::runtime::Spec,
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
+        let prepare = PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: id.into(),
+            parent: parent_chain.into(),
+            labels: HashMap::new(),
+        };
+        let mut snapshots = SnapshotsClient::new(self.channel.clone());
+        match snapshots.prepare(self.request(prepare, None)).await {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::AlreadyExists => {}
+            Err(status) => return Err(call("Snapshots.Prepare")(status)),
+        }
+        let spec = serde_json::to_vec(spec).map_err(|e| ContainerdError::Call {
+            call: "Containers.Create",
+            status: Status::invalid_argument(e.to_string()),
+        })?;
+        let options = RuncOptions {
+            systemd_cgroup: true,
+        };
+        let container = Container {
+            id: id.into(),
+            labels,
+            image: image.into(),
+            runtime: Some(Runtime {
+                name: RUNTIME.into(),
+                options: Some(prost_types::Any {
+                    type_url: "containerd.runc.v1.Options".into(),
+                    value: prost::Message::encode_to_vec(&options),
+                }),
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE.into(),
+                value: spec,
+            }),
+            snapshotter: SNAPSHOTTER.into(),
+            snapshot_key: id.into(),
+            ..Container::default()
+        };
+        let request = CreateContainerRequest {
+            container: Some(container),
+        };
+        ContainersClient::new(self.channel.clone())
+            .create(self.request(request, None))
+            .await
+            .map_err(call("Containers.Create"))?;
+        Ok(())
+    }
+
+    /// Removes a container with its task and snapshot; what is already gone is fine.
+    pub async fn delete_container(&self, id: &str) -> Result<()> {
+        self.delete_task(id).await?;
+        let request = DeleteContainerRequest { id: id.into() };
+        match ContainersClient::new(self.channel.clone())
+            .delete(self.request(request, None))
+            .await
+        {
+            Ok(_) => {}
+            Err(status) if status.code() == Code::NotFound => {}
+            Err(status) => return Err(call("Containers.Delete")(status)),
+        }
+        let request = RemoveSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: id.into(),
+        };
+        match SnapshotsClient::new(self.channel.clone())
+            .remove(self.request(request, None))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(call("Snapshots.Remove")(status)),
+        }
+    }
+
+    /// Creates the container's task (its process, not started yet) with stdout and
+    /// stderr going to the given FIFOs. Returns the task's PID.
+    pub async fn create_task(&self, id: &str, stdout: &Path, stderr: &Path) -> Result<u32> {
+        let request = MountsRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: id.into(),
+        };
+        let rootfs = SnapshotsClient::new(self.channel.clone())
+            .mounts(self.request(request, None))
+            .await
+            .map_err(call("Snapshots.Mounts"))?
+            .into_inner()
+            .mounts;
+        let request = CreateTaskRequest {
+            container_id: id.into(),
+            rootfs,
+            stdout: stdout.display().to_string(),
+            stderr: stderr.display().to_string(),
+            ..CreateTaskRequest::default()
+        };
+        let created = TasksClient::new(self.channel.clone())
+            .create(self.request(request, None))
+            .await
+            .map_err(call("Tasks.Create"))?;
+        Ok(created.into_inner().pid)
+    }
+
+    pub async fn start_task(&self, id: &str) -> Result<()> {
+        let request = StartRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        };
+        TasksClient::new(self.channel.clone())
+            .start(self.request(request, None))
+            .await
+            .map_err(call("Tasks.Start"))?;
+        Ok(())
+    }
+
+    /// Sends `signal` to the task's init process; when it dies, the kernel ends the
+    /// rest of the container's PID namespace.
+    pub async fn kill_task(&self, id: &str, signal: u32) -> Result<()> {
+        let request = KillRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+            signal,
+            all: false,
+        };
+        match TasksClient::new(self.channel.clone())
+            .kill(self.request(request, None))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(call("Tasks.Kill")(status)),
+        }
+    }
+
+    /// Waits for the task to exit; its exit status.
+    pub async fn wait_task(&self, id: &str) -> Result<u32> {
+        let request = WaitRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        };
+        let waited = TasksClient::new(self.channel.clone())
+            .wait(self.request(request, None))
+            .await
+            .map_err(call("Tasks.Wait"))?;
+        Ok(waited.into_inner().exit_status)
+    }
+
+    /// Deletes an exited task; a missing one is fine.
+    pub async fn delete_task(&self, id: &str) -> Result<()> {
+        let request = DeleteTaskRequest {
+            container_id: id.into(),
+        };
+        match TasksClient::new(self.channel.clone())
+            .delete(self.request(request, None))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == Code::NotFound => Ok(()),
+            Err(status) => Err(call("Tasks.Delete")(status)),
         }
     }
 

@@ -1,4 +1,5 @@
 //! Runtime backends: the host services appunit drives.
 
 pub mod containerd;
+pub mod oci;
 pub mod systemd;

@@ -1,0 +1,265 @@
+//! OCI runtime specs for app containers: the image's settings, the compose service's
+//! overrides, and what `ctr run` would give (containerd's capabilities and mounts).
+
+use crate::images::ImageConfig;
+use oci_spec::runtime::{
+    Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxNamespace, LinuxNamespaceType, Mount,
+    Spec,
+};
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+/// containerd's default capability set (what `ctr run` grants).
+const CAPABILITIES: [Capability; 14] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::Fsetid,
+    Capability::Fowner,
+    Capability::Mknod,
+    Capability::NetRaw,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setfcap,
+    Capability::Setpcap,
+    Capability::NetBindService,
+    Capability::SysChroot,
+    Capability::Kill,
+    Capability::AuditWrite,
+];
+
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A host path made visible in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+/// What a container runs, once the compose service is rendered.
+#[derive(Debug, Clone, Default)]
+pub struct RunSettings {
+    pub hostname: String,
+    pub entrypoint: Option<Vec<String>>,
+    pub command: Option<Vec<String>>,
+    pub environment: Vec<(String, String)>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub binds: Vec<Bind>,
+    /// The app's shared network namespace (a path under /run/netns).
+    pub netns: PathBuf,
+    /// runc's systemd cgroup driver form: `slice:prefix:name`.
+    pub cgroups_path: String,
+}
+
+/// The process of a container: compose `entrypoint` replaces the image's entrypoint
+/// and drops its Cmd; compose `command` replaces the Cmd.
+pub fn process_args(image: &ImageConfig, run: &RunSettings) -> Vec<String> {
+    match (&run.entrypoint, &run.command) {
+        (Some(entrypoint), command) => {
+            let mut args = entrypoint.clone();
+            args.extend(command.iter().flatten().cloned());
+            args
+        }
+        (None, command) => {
+            let mut args = image.entrypoint.clone();
+            args.extend(command.as_ref().unwrap_or(&image.cmd).iter().cloned());
+            args
+        }
+    }
+}
+
+/// The image's environment, overridden by the service's, with a PATH always set.
+pub fn environment(image: &ImageConfig, run: &RunSettings) -> Vec<String> {
+    let mut env: Vec<String> = image.env.clone();
+    for (name, value) in &run.environment {
+        env.retain(|entry| entry.split_once('=').map_or(entry.as_str(), |(n, _)| n) != name);
+        env.push(format!("{name}={value}"));
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.insert(0, DEFAULT_PATH.into());
+    }
+    env
+}
+
+/// `uid[:gid]`, numeric, or `root`. Names other than root would need the image's
+/// /etc/passwd, which is not read yet.
+pub fn parse_user(user: &str) -> Result<(u32, u32), String> {
+    let (uid, gid) = user.split_once(':').unwrap_or((user, ""));
+    let id = |text: &str| match text {
+        "" | "root" => Ok(0),
+        number => number
+            .parse::<u32>()
+            .map_err(|_| format!("user {user:?}: only numeric ids (or root) are supported")),
+    };
+    let uid = id(uid)?;
+    let gid = if gid.is_empty() { uid } else { id(gid)? };
+    Ok((uid, gid))
+}
+
+pub fn runtime_spec(image: &ImageConfig, run: &RunSettings) -> Result<Spec, String> {
+    let args = process_args(image, run);
+    if args.is_empty() {
+        return Err("neither the image nor the service says what to run".into());
+    }
+    let user = run.user.as_deref().unwrap_or(&image.user);
+    let (uid, gid) = parse_user(user)?;
+    let cwd = run
+        .working_dir
+        .clone()
+        .filter(|d| !d.is_empty())
+        .or_else(|| Some(image.working_dir.clone()).filter(|d| !d.is_empty()))
+        .unwrap_or_else(|| "/".into());
+
+    let mut spec = Spec::default();
+    spec.set_hostname(Some(run.hostname.clone()));
+    if let Some(root) = spec.root_mut() {
+        root.set_path("rootfs".into()).set_readonly(Some(false));
+    }
+    if let Some(process) = spec.process_mut() {
+        let capabilities: HashSet<Capability> = CAPABILITIES.into_iter().collect();
+        let mut caps = LinuxCapabilities::default();
+        caps.set_bounding(Some(capabilities.clone()))
+            .set_effective(Some(capabilities.clone()))
+            .set_permitted(Some(capabilities))
+            .set_inheritable(None)
+            .set_ambient(None);
+        process
+            .set_args(Some(args))
+            .set_env(Some(environment(image, run)))
+            .set_cwd(cwd.into())
+            .set_capabilities(Some(caps))
+            .set_no_new_privileges(None)
+            .set_terminal(Some(false));
+        process.user_mut().set_uid(uid).set_gid(gid);
+    }
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    for bind in &run.binds {
+        let mode = if bind.read_only { "ro" } else { "rw" };
+        let mut mount = Mount::default();
+        mount
+            .set_destination(bind.target.clone())
+            .set_typ(Some("bind".into()))
+            .set_source(Some(bind.source.clone()))
+            .set_options(Some(vec!["rbind".into(), mode.into()]));
+        mounts.retain(|m| m.destination() != &bind.target);
+        mounts.push(mount);
+    }
+    spec.set_mounts(Some(mounts));
+    if let Some(linux) = spec.linux_mut() {
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        namespaces.retain(|ns| ns.typ() != LinuxNamespaceType::Network);
+        let mut network = LinuxNamespace::default();
+        network
+            .set_typ(LinuxNamespaceType::Network)
+            .set_path(Some(run.netns.clone()));
+        namespaces.push(network);
+        linux
+            .set_namespaces(Some(namespaces))
+            .set_cgroups_path(Some(run.cgroups_path.clone().into()));
+        if let Some(resources) = linux.resources_mut() {
+            // Deny devices by default, as containerd does; runc allows the standard
+            // ones (/dev/null, /dev/zero, …) on top.
+            let mut deny = LinuxDeviceCgroup::default();
+            deny.set_allow(false).set_access(Some("rwm".into()));
+            resources.set_devices(Some(vec![deny]));
+        }
+    }
+    Ok(spec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image() -> ImageConfig {
+        ImageConfig {
+            env: vec!["PATH=/bin".into(), "MODE=image".into()],
+            entrypoint: vec!["/entry".into()],
+            cmd: vec!["serve".into()],
+            working_dir: "/app".into(),
+            user: "1000".into(),
+            stop_signal: String::new(),
+        }
+    }
+
+    #[test]
+    fn compose_overrides_follow_compose_rules() {
+        let run = RunSettings::default();
+        assert_eq!(process_args(&image(), &run), ["/entry", "serve"]);
+        let run = RunSettings {
+            command: Some(vec!["other".into()]),
+            ..RunSettings::default()
+        };
+        assert_eq!(process_args(&image(), &run), ["/entry", "other"]);
+        let run = RunSettings {
+            entrypoint: Some(vec!["sh".into()]),
+            ..RunSettings::default()
+        };
+        assert_eq!(process_args(&image(), &run), ["sh"]);
+    }
+
+    #[test]
+    fn environment_overrides_by_name() {
+        let run = RunSettings {
+            environment: vec![("MODE".into(), "compose".into())],
+            ..RunSettings::default()
+        };
+        assert_eq!(environment(&image(), &run), ["PATH=/bin", "MODE=compose"]);
+        let bare = ImageConfig::default();
+        assert_eq!(environment(&bare, &RunSettings::default()), [DEFAULT_PATH]);
+    }
+
+    #[test]
+    fn users() {
+        assert_eq!(parse_user(""), Ok((0, 0)));
+        assert_eq!(parse_user("root"), Ok((0, 0)));
+        assert_eq!(parse_user("472"), Ok((472, 472)));
+        assert_eq!(parse_user("1000:50"), Ok((1000, 50)));
+        assert!(parse_user("node").is_err());
+    }
+
+    #[test]
+    fn spec_has_the_shared_network_and_the_slice() {
+        let run = RunSettings {
+            hostname: "web".into(),
+            netns: "/run/netns/appunit-blog".into(),
+            cgroups_path: "appunit-blog.slice:appunit:blog-web".into(),
+            binds: vec![Bind {
+                source: "/var/lib/appunit/apps/blog/hosts".into(),
+                target: "/etc/hosts".into(),
+                read_only: true,
+            }],
+            ..RunSettings::default()
+        };
+        let spec = runtime_spec(&image(), &run).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["hostname"], "web");
+        assert_eq!(json["process"]["user"]["uid"], 1000);
+        assert_eq!(json["process"]["cwd"], "/app");
+        assert_eq!(
+            json["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
+        assert_eq!(
+            json["linux"]["cgroupsPath"],
+            "appunit-blog.slice:appunit:blog-web"
+        );
+        let namespaces = json["linux"]["namespaces"].as_array().unwrap();
+        assert!(
+            namespaces
+                .iter()
+                .any(|n| n["type"] == "network" && n["path"] == "/run/netns/appunit-blog")
+        );
+        let mounts = json["mounts"].as_array().unwrap();
+        assert!(
+            mounts
+                .iter()
+                .any(|m| m["destination"] == "/etc/hosts" && m["options"][1] == "ro")
+        );
+    }
+}
