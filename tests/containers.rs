@@ -40,7 +40,7 @@ async fn a_container_serves_in_the_app_network_and_slice() {
     );
     let name = format!("{}/test/web:1", registry.host);
     let pulled = puller
-        .pull_all(&[name.clone()], &Arc::new(Progress::default()))
+        .pull_all(std::slice::from_ref(&name), &Arc::new(Progress::default()))
         .await
         .unwrap();
     let pulled = &pulled[0];
