@@ -16,6 +16,8 @@ pub struct Config {
     pub containerd_socket: PathBuf,
     pub containerd_namespace: String,
     pub unit_dir: PathBuf,
+    /// Installs run at once; 0 pauses the install queue.
+    pub max_parallel_installs: usize,
     pub registries: BTreeMap<String, RegistryConfig>,
 }
 
@@ -39,6 +41,7 @@ impl Default for Config {
             containerd_socket: "/run/containerd/containerd.sock".into(),
             containerd_namespace: "appunit".into(),
             unit_dir: "/etc/systemd/system".into(),
+            max_parallel_installs: 2,
             registries: BTreeMap::new(),
         }
     }

@@ -8,6 +8,8 @@ pub mod config;
 pub mod error;
 pub mod host;
 pub mod images;
+pub mod lifecycle;
 pub mod messages;
 pub mod runtime;
 pub mod store;
+pub mod supervisor;

@@ -66,7 +66,7 @@ async fn every_error_code_in_both_languages() {
     // An app past its install: only the pipeline moves records there, so the test does.
     let db = rusqlite::Connection::open(daemon.database()).unwrap();
     db.execute(
-        "UPDATE apps SET status = 'stopped' WHERE app_id = 'done1'",
+        "UPDATE apps SET status = 'installed' WHERE app_id = 'done1'",
         [],
     )
     .unwrap();

@@ -7,13 +7,16 @@ use crate::catalog::{Catalog, CatalogApp};
 use crate::config::Config;
 use crate::error::AppError;
 use crate::host;
+use crate::images::progress::ProgressInfo;
+use crate::lifecycle::{Lifecycle, Status};
 use crate::messages::{Language, message};
-use crate::store::{AppRecord, NewApp, Status, Store, StoreError};
+use crate::store::{AppRecord, NewApp, Phase, Store, StoreError};
 use params::Params;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,8 +106,7 @@ pub struct AppDetailInfo {
     pub status_code: &'static str,
     pub status: &'static str,
     pub status_reason: Option<ReasonInfo>,
-    /// Byte progress exists only while pulling; nothing pulls before the image pipeline.
-    pub progress: (),
+    pub progress: Option<ProgressInfo>,
     pub official_app: bool,
     pub image_url: String,
     pub running_info: Option<RunningInfo>,
@@ -131,15 +133,21 @@ pub struct RunningInfo {
 }
 
 pub struct Actions {
-    store: Store,
-    catalog: Catalog,
-    config: Config,
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    config: Arc<Config>,
+    lifecycle: Arc<Lifecycle>,
     public_host: String,
     in_progress: Mutex<HashMap<String, &'static str>>,
 }
 
 impl Actions {
-    pub fn new(store: Store, catalog: Catalog, config: Config) -> Actions {
+    pub fn new(
+        store: Arc<Store>,
+        catalog: Arc<Catalog>,
+        config: Arc<Config>,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Actions {
         let public_host = if config.public_host.is_empty() {
             host::primary_address()
         } else {
@@ -149,6 +157,7 @@ impl Actions {
             store,
             catalog,
             config,
+            lifecycle,
             public_host,
             in_progress: Mutex::new(HashMap::new()),
         }
@@ -158,7 +167,7 @@ impl Actions {
         &self.catalog
     }
 
-    pub fn call(
+    pub async fn call(
         &self,
         action: Action,
         params: &Params,
@@ -166,12 +175,14 @@ impl Actions {
     ) -> Result<Reply, AppError> {
         match action {
             Action::Install => self.install(params).map(app_id_data),
-            Action::Uninstall => self.uninstall(params).map(app_id_data),
+            Action::Uninstall => self.uninstall(params).await.map(app_id_data),
             Action::Start | Action::Stop | Action::Restart => {
-                self.change_state(action, params).map(app_id_data)
+                self.change_state(action, params).await.map(app_id_data)
             }
-            Action::Status => Ok(Reply::Status(Box::new(self.status(params, language)?))),
-            Action::List => Ok(Reply::List(self.list(params, language)?)),
+            Action::Status => Ok(Reply::Status(Box::new(
+                self.status(params, language).await?,
+            ))),
+            Action::List => Ok(Reply::List(self.list(params, language).await?)),
         }
     }
 
@@ -188,7 +199,7 @@ impl Actions {
             return Err(AppError::CustomerAppNameFormat);
         }
         if let Some(existing) = self.store.get(app_id)? {
-            return Err(name_taken(existing.app_id, existing.status));
+            return Err(name_taken(existing.app_id, existing.phase));
         }
         let version = params
             .text("app_version")?
@@ -233,66 +244,65 @@ impl Actions {
         }
     }
 
-    fn uninstall(&self, params: &Params) -> Result<String, AppError> {
+    async fn uninstall(&self, params: &Params) -> Result<String, AppError> {
         let app_id = required_app_id(params)?;
-        // Parsed now so a malformed flag is refused before anything is removed; images
-        // only exist once the pull pipeline lands, so delete_image has nothing to act on.
-        let _delete_image = params.flag("delete_image", false)?;
+        let delete_image = params.flag("delete_image", false)?;
         let delete_data = params.flag("delete_data", true)?;
         let _busy = self.begin(app_id, Action::Uninstall)?;
-        self.existing(app_id)?;
-        if delete_data {
-            let folder = self.config.state_dir.join("apps").join(app_id);
-            match std::fs::remove_dir_all(&folder) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(AppError::System(format!(
-                        "removing {}: {e}",
-                        folder.display()
-                    )));
-                }
-            }
-        }
-        self.store.delete(app_id)?;
-        tracing::info!(app_id, delete_data, "uninstalled");
+        let record = self.existing(app_id)?;
+        self.lifecycle
+            .uninstall(&record, delete_data, delete_image)
+            .await?;
+        tracing::info!(app_id, delete_data, delete_image, "uninstalled");
         Ok(app_id.to_string())
     }
 
-    fn change_state(&self, action: Action, params: &Params) -> Result<String, AppError> {
+    async fn change_state(&self, action: Action, params: &Params) -> Result<String, AppError> {
         let app_id = required_app_id(params)?;
         let _busy = self.begin(app_id, action)?;
         let record = self.existing(app_id)?;
-        match record.status {
-            status if status.is_installing() => Err(AppError::Busy(format!(
-                "{} waits for the install, which is {}",
-                action.name(),
-                status.as_str()
-            ))),
-            status => Err(AppError::System(format!(
-                "{} of an app that is {} needs the systemd unit backend, which this build lacks",
-                action.name(),
-                status.as_str()
-            ))),
+        match record.phase {
+            Phase::Installed => {}
+            Phase::Failed => {
+                return Err(AppError::Container(format!(
+                    "the install of {app_id} failed: uninstall it and install it again"
+                )));
+            }
+            phase => {
+                return Err(AppError::Busy(format!(
+                    "{} waits for the install, which is {}",
+                    action.name(),
+                    phase.as_str()
+                )));
+            }
         }
+        match action {
+            Action::Start => self.lifecycle.start(app_id).await?,
+            Action::Stop => self.lifecycle.stop(app_id).await?,
+            _ => self.lifecycle.restart(app_id).await?,
+        }
+        Ok(app_id.to_string())
     }
 
-    fn status(&self, params: &Params, language: Language) -> Result<AppDetailInfo, AppError> {
+    async fn status(&self, params: &Params, language: Language) -> Result<AppDetailInfo, AppError> {
         let app_id = required_app_id(params)?;
-        Ok(self.detail(self.existing(app_id)?, language))
+        Ok(self.detail(self.existing(app_id)?, language).await)
     }
 
-    fn list(&self, params: &Params, language: Language) -> Result<Vec<AppDetailInfo>, AppError> {
+    async fn list(
+        &self,
+        params: &Params,
+        language: Language,
+    ) -> Result<Vec<AppDetailInfo>, AppError> {
         let only = params.text("customer_app_name")?;
         if only.is_some_and(|name| !is_valid_app_id(name)) {
             return Err(AppError::CustomerAppNameFormat);
         }
-        Ok(self
-            .store
-            .list(only)?
-            .into_iter()
-            .map(|record| self.detail(record, language))
-            .collect())
+        let mut details = Vec::new();
+        for record in self.store.list(only)? {
+            details.push(self.detail(record, language).await);
+        }
+        Ok(details)
     }
 
     fn existing(&self, app_id: &str) -> Result<AppRecord, AppError> {
@@ -301,10 +311,11 @@ impl Actions {
             .ok_or_else(|| AppError::AppIdNotExist(app_id.into()))
     }
 
-    fn detail(&self, record: AppRecord, language: Language) -> AppDetailInfo {
+    async fn detail(&self, record: AppRecord, language: Language) -> AppDetailInfo {
         // The catalog may have dropped an app since it was installed: the app still shows.
         let app: Option<&CatalogApp> = self.catalog.get(&record.app_name);
-        let running_info = (record.status == Status::Running).then(|| {
+        let truth = self.lifecycle.truth(&record).await;
+        let running_info = (truth.status == Status::Running).then(|| {
             let url = format!("http://{}:{}", self.public_host, record.http_port);
             RunningInfo {
                 port: record.http_port,
@@ -323,14 +334,14 @@ impl Actions {
             }
         });
         AppDetailInfo {
-            status_code: record.status.code(),
-            status: record.status.as_str(),
-            status_reason: record.reason.map(|reason| ReasonInfo {
+            status_code: truth.status.code(),
+            status: truth.status.as_str(),
+            status_reason: truth.reason.map(|reason| ReasonInfo {
                 message: message(&reason.code, language),
                 code: reason.code,
                 detail: reason.detail,
             }),
-            progress: (),
+            progress: truth.progress,
             trade_mark: app.map_or_else(|| record.app_name.clone(), |a| a.meta.trademark.clone()),
             official_app: app.is_some_and(|a| a.meta.official),
             image_url: app.map(CatalogApp::image_url).unwrap_or_default(),
@@ -387,9 +398,9 @@ fn required_app_id(params: &Params) -> Result<&str, AppError> {
     Ok(app_id)
 }
 
-fn name_taken(app_id: String, status: Status) -> AppError {
-    if status.is_installing() {
-        AppError::CustomerAppNameWait(app_id, status.as_str())
+fn name_taken(app_id: String, phase: Phase) -> AppError {
+    if phase.is_installing() {
+        AppError::CustomerAppNameWait(app_id, phase.as_str())
     } else {
         AppError::CustomerAppNameRepeat(app_id)
     }

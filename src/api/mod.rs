@@ -8,6 +8,7 @@ use crate::actions::{Action, Actions, Reply};
 use crate::error::AppError;
 use crate::messages::Language;
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::http::request::Parts;
@@ -88,7 +89,7 @@ async fn handle(request: Request<Incoming>, actions: &Actions) -> Response<Full<
         let error = AppError::ActionNotExist(format!("no Action at {path:?}"));
         return response::failure(&error, None, language);
     };
-    match call(&parts, body, action, actions, language) {
+    match call(&parts, body, action, actions, language).await {
         Ok(data) => response::success(&data),
         Err((error, params)) => {
             response::failure(&error, action.failure_data(&params).as_ref(), language)
@@ -96,7 +97,7 @@ async fn handle(request: Request<Incoming>, actions: &Actions) -> Response<Full<
     }
 }
 
-fn call(
+async fn call(
     parts: &Parts,
     body: Result<Bytes, AppError>,
     action: Action,
@@ -117,14 +118,15 @@ fn call(
     let content_type = header(&parts.headers, "content-type");
     let params = request::parse(parts.uri.query(), content_type, &body).map_err(refuse)?;
     // A bug must cost one request an error, never the connection or the daemon.
-    let outcome =
-        std::panic::catch_unwind(AssertUnwindSafe(|| actions.call(action, &params, language)))
-            .unwrap_or_else(|_| {
-                Err(AppError::System(format!(
-                    "{} failed unexpectedly",
-                    action.name()
-                )))
-            });
+    let outcome = AssertUnwindSafe(actions.call(action, &params, language))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| {
+            Err(AppError::System(format!(
+                "{} failed unexpectedly",
+                action.name()
+            )))
+        });
     outcome.map_err(|error| (error, params))
 }
 

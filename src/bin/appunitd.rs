@@ -5,6 +5,7 @@ use appunit::catalog::Catalog;
 use appunit::config::{self, Config};
 use appunit::images::Puller;
 use appunit::images::progress::Progress;
+use appunit::lifecycle::Lifecycle;
 use appunit::runtime::containerd::Containerd;
 use appunit::store::Store;
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ enum Command {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
+    /// Run an installed app's containers: the main process of its unit.
+    Supervise { app_id: String },
     /// Pull images into containerd as an install does (mirrors, progress, unpack).
     Pull {
         #[arg(required = true)]
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Some(Command::CheckCatalog { dirs }) => check_catalog(&dirs),
         Some(Command::Pull { images }) => pull(&cli.config, &images),
+        Some(Command::Supervise { app_id }) => supervise(&cli.config, &app_id),
         None => run_daemon(&cli.config),
     };
     match outcome {
@@ -89,6 +93,15 @@ fn check_catalog(dirs: &[PathBuf]) -> Result<(), String> {
 fn load_config(path: &Path) -> Result<Config, String> {
     let explicit = path != Path::new(config::DEFAULT_PATH);
     Config::load(path, explicit).map_err(|e| e.to_string())
+}
+
+fn supervise(config_path: &Path, app_id: &str) -> Result<(), String> {
+    if !appunit::actions::is_valid_app_id(app_id) {
+        return Err(format!("{app_id:?} is not an app id"));
+    }
+    let config = load_config(config_path)?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("starting tokio: {e}"))?;
+    runtime.block_on(appunit::supervisor::supervise(&config, app_id))
 }
 
 fn pull(config_path: &Path, images: &[String]) -> Result<(), String> {
@@ -146,7 +159,20 @@ fn run_daemon(config_path: &Path) -> Result<(), String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("starting tokio: {e}"))?;
     runtime.block_on(async {
         let listener = listen(&config.socket)?;
-        let actions = Arc::new(Actions::new(store, catalog, config));
+        let (store, catalog, config) = (Arc::new(store), Arc::new(catalog), Arc::new(config));
+        let lifecycle = Arc::new(Lifecycle::new(
+            store.clone(),
+            catalog.clone(),
+            config.clone(),
+            config_path.to_path_buf(),
+        ));
+        let actions = Arc::new(Actions::new(store, catalog, config, lifecycle.clone()));
+        // Interrupted installs go back to the queue before the queue runs.
+        let queue = lifecycle.clone();
+        tokio::spawn(async move {
+            queue.reconcile().await;
+            queue.run_queue().await;
+        });
         // Harmless when not started by systemd (no NOTIFY_SOCKET).
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         tracing::info!("serving");

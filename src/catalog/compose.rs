@@ -77,7 +77,7 @@ pub struct Healthcheck {
     pub start_period: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Condition {
     ServiceStarted,
@@ -132,10 +132,20 @@ impl Compose {
     pub fn parse(text: &str) -> Result<Compose, String> {
         let mut value: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
         strip_extensions(&mut value);
-        serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            format!("key `{path}`: {}", e.into_inner())
-        })
+        from_value(value)
+    }
+
+    /// Parses compose text with every `${VAR}` filled from `lookup`. Also returns the
+    /// filled-in document, which is what the app's folder keeps as its compose.yaml.
+    pub fn render(
+        text: &str,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(Compose, String), String> {
+        let mut value: Value = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        strip_extensions(&mut value);
+        fill_variables(&mut value, lookup)?;
+        let rendered = serde_yaml_ng::to_string(&value).map_err(|e| e.to_string())?;
+        Ok((from_value(value)?, rendered))
     }
 
     /// Checks references, formats and variables; `web_service` must publish `web_port`.
@@ -372,6 +382,36 @@ fn check_duration(duration: &Option<String>) -> Result<(), String> {
     }
 }
 
+fn from_value(value: Value) -> Result<Compose, String> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        format!("key `{path}`: {}", e.into_inner())
+    })
+}
+
+fn fill_variables(
+    value: &mut Value,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), String> {
+    match value {
+        Value::String(text) => {
+            *text = interpolate(text, lookup).map_err(|e| e.to_string())?;
+        }
+        Value::Mapping(map) => {
+            for item in map.values_mut() {
+                fill_variables(item, lookup)?;
+            }
+        }
+        Value::Sequence(items) => {
+            for item in items {
+                fill_variables(item, lookup)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn strip_extensions(value: &mut Value) {
     match value {
         Value::Mapping(map) => {
@@ -476,6 +516,24 @@ volumes:
             .validate("web", 80)
             .unwrap_err();
         assert!(err.contains("cycle"), "{err}");
+    }
+
+    #[test]
+    fn render_fills_every_string() {
+        let vars = |name: &str| match name {
+            "APP_VERSION" => Some("6.8".to_string()),
+            "APP_HTTP_PORT" => Some("9001".to_string()),
+            "APP_PASSWORD" => Some("s3cret".to_string()),
+            _ => None,
+        };
+        let (compose, text) = Compose::render(TWO_SERVICES, &vars).unwrap();
+        assert_eq!(
+            compose.services["web"].image,
+            "docker.io/library/wordpress:6.8"
+        );
+        assert_eq!(compose.services["web"].ports, ["9001:80"]);
+        assert!(text.contains("s3cret") && !text.contains("${"), "{text}");
+        assert!(Compose::render(TWO_SERVICES, &|_| None).is_err());
     }
 
     #[test]

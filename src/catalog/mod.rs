@@ -37,6 +37,8 @@ pub struct Requirements {
 pub struct CatalogApp {
     pub meta: AppMeta,
     pub compose: Compose,
+    /// The compose file as written, for rendering at install time.
+    pub compose_text: String,
     pub logo: Logo,
 }
 
@@ -129,6 +131,7 @@ fn load_app(folder: &Path) -> Result<CatalogApp, CatalogError> {
     Ok(CatalogApp {
         meta,
         compose,
+        compose_text: text,
         logo,
     })
 }

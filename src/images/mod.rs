@@ -6,7 +6,7 @@ pub mod progress;
 
 use crate::config::RegistryConfig;
 use crate::error::error_chain;
-use crate::runtime::containerd::{Containerd, ContainerdError, Lease, SNAPSHOTTER};
+use crate::runtime::containerd::{APP_LABEL, Containerd, ContainerdError, Lease, SNAPSHOTTER};
 use bytes::{Bytes, BytesMut};
 use containerd_client::types::Descriptor;
 use futures_util::StreamExt;
@@ -20,9 +20,6 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Semaphore, mpsc};
-
-/// Containers carry their app's id under this label; `delete_image` reads it.
-pub const APP_LABEL: &str = "appunit.app";
 
 /// Blobs of one image fetched at once.
 const CONCURRENT_BLOBS: usize = 3;

@@ -11,11 +11,12 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     ApplyRequest, Container, CreateContainerRequest, CreateImageRequest, CreateTaskRequest,
-    DeleteContainerRequest, DeleteImageRequest, DeleteTaskRequest, GetImageRequest, Image,
-    InfoRequest, KillRequest, ListContainersRequest, StartRequest, UpdateImageRequest, WaitRequest,
-    WriteAction, WriteContentRequest, containers_client::ContainersClient,
-    content_client::ContentClient, diff_client::DiffClient, images_client::ImagesClient,
-    leases_client::LeasesClient, tasks_client::TasksClient, version_client::VersionClient,
+    DeleteContainerRequest, DeleteImageRequest, DeleteProcessRequest, DeleteTaskRequest,
+    ExecProcessRequest, GetImageRequest, GetRequest, Image, InfoRequest, KillRequest,
+    ListContainersRequest, StartRequest, UpdateImageRequest, WaitRequest, WriteAction,
+    WriteContentRequest, containers_client::ContainersClient, content_client::ContentClient,
+    diff_client::DiffClient, images_client::ImagesClient, leases_client::LeasesClient,
+    tasks_client::TasksClient, version_client::VersionClient,
 };
 use containerd_client::types::{Descriptor, Mount};
 use containerd_client::{services::v1 as api, tonic};
@@ -32,6 +33,7 @@ pub const SNAPSHOTTER: &str = "overlayfs";
 /// The runtime shim of app containers.
 const RUNTIME: &str = "io.containerd.runc.v2";
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
 /// runc's shim options; containerd-client does not ship this message. Only the systemd
 /// cgroup driver is set: the app's containers then live in the app's slice.
@@ -73,6 +75,16 @@ fn call(name: &'static str) -> impl Fn(Status) -> ContainerdError {
 pub struct Containerd {
     channel: Channel,
     namespace: String,
+}
+
+/// Containers carry their app's id under this label.
+pub const APP_LABEL: &str = "appunit.app";
+
+/// A container of an app, as containerd lists it.
+pub struct AppContainer {
+    pub id: String,
+    pub image: String,
+    pub app_id: String,
 }
 
 /// A lease: what is created under it is kept until it is released.
@@ -552,6 +564,106 @@ impl Containerd {
             Err(status) if status.code() == Code::NotFound => Ok(()),
             Err(status) => Err(call("Tasks.Delete")(status)),
         }
+    }
+
+    /// Runs `process` inside the running container `id` (no stdio) and returns its exit
+    /// status: how health checks run.
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &oci_spec::runtime::Process,
+    ) -> Result<u32> {
+        let spec = serde_json::to_vec(process).map_err(|e| ContainerdError::Call {
+            call: "Tasks.Exec",
+            status: Status::invalid_argument(e.to_string()),
+        })?;
+        let mut tasks = TasksClient::new(self.channel.clone());
+        let request = ExecProcessRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+            spec: Some(prost_types::Any {
+                type_url: PROCESS_TYPE.into(),
+                value: spec,
+            }),
+            ..ExecProcessRequest::default()
+        };
+        tasks
+            .exec(self.request(request, None))
+            .await
+            .map_err(call("Tasks.Exec"))?;
+        let outcome = async {
+            let start = StartRequest {
+                container_id: id.into(),
+                exec_id: exec_id.into(),
+            };
+            tasks
+                .start(self.request(start, None))
+                .await
+                .map_err(call("Tasks.Start"))?;
+            let wait = WaitRequest {
+                container_id: id.into(),
+                exec_id: exec_id.into(),
+            };
+            let waited = tasks
+                .wait(self.request(wait, None))
+                .await
+                .map_err(call("Tasks.Wait"))?;
+            Ok(waited.into_inner().exit_status)
+        }
+        .await;
+        let delete = DeleteProcessRequest {
+            container_id: id.into(),
+            exec_id: exec_id.into(),
+        };
+        // The process record must go whatever happened, or its id stays taken.
+        let _ = tasks.delete_process(self.request(delete, None)).await;
+        outcome
+    }
+
+    /// Whether the container's task exists and is running (after a supervisor restart,
+    /// its containers may well be).
+    pub async fn task_running(&self, id: &str) -> Result<bool> {
+        let request = GetRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        };
+        match TasksClient::new(self.channel.clone())
+            .get(self.request(request, None))
+            .await
+        {
+            Ok(response) => Ok(response
+                .into_inner()
+                .process
+                .is_some_and(|p| p.status == containerd_client::types::v1::Status::Running as i32)),
+            Err(status) if status.code() == Code::NotFound => Ok(false),
+            Err(status) => Err(call("Tasks.Get")(status)),
+        }
+    }
+
+    /// appunit's containers: those of one app, or of every app.
+    pub async fn app_containers(&self, app_id: Option<&str>) -> Result<Vec<AppContainer>> {
+        let filter = match app_id {
+            Some(app_id) => format!("labels.\"{APP_LABEL}\"=={app_id}"),
+            None => format!("labels.\"{APP_LABEL}\""),
+        };
+        let request = ListContainersRequest {
+            filters: vec![filter],
+        };
+        let containers = ContainersClient::new(self.channel.clone())
+            .list(self.request(request, None))
+            .await
+            .map_err(call("Containers.List"))?
+            .into_inner()
+            .containers;
+        Ok(containers
+            .into_iter()
+            .map(|c| AppContainer {
+                app_id: c.labels.get(APP_LABEL).cloned().unwrap_or_default(),
+                id: c.id,
+                image: c.image,
+            })
+            .collect())
     }
 
     /// Labels of every container that runs `image`.

@@ -5,7 +5,7 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
-use zbus_systemd::systemd1::{ManagerProxy, UnitProxy};
+use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
@@ -52,6 +52,15 @@ impl UnitState {
             _ => UnitState::Inactive,
         }
     }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnitStatus {
+    pub state: UnitState,
+    /// Failed, and waiting for its Restart= to start it again.
+    pub auto_restart: bool,
+    /// What the main process last said (sd_notify STATUS=): the supervisor's reason.
+    pub status_text: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -180,18 +189,47 @@ impl Systemd {
         Ok(UnitState::parse(&state))
     }
 
+    /// The unit's state with what explains it: whether it waits to be restarted after
+    /// a failure, and the status text its main process last sent.
+    pub async fn status(&self, unit: &str) -> Result<UnitStatus> {
+        let proxy = self.unit(unit).await?;
+        let active_state = proxy
+            .active_state()
+            .await
+            .map_err(call_error("ActiveState", unit))?;
+        let sub_state = proxy
+            .sub_state()
+            .await
+            .map_err(call_error("SubState", unit))?;
+        let status_text = self
+            .service(unit)
+            .await?
+            .status_text()
+            .await
+            .map_err(call_error("StatusText", unit))?;
+        Ok(UnitStatus {
+            state: UnitState::parse(&active_state),
+            auto_restart: sub_state == "auto-restart",
+            status_text,
+        })
+    }
+
     /// The PID of the unit's main process, 0 when it has none.
     pub async fn main_pid(&self, unit: &str) -> Result<u32> {
-        let path = self.unit(unit).await?.inner().path().to_owned();
-        let service = zbus_systemd::systemd1::ServiceProxy::builder(&self.connection)
-            .path(path)
-            .build()
-            .await
-            .map_err(call_error("MainPID", unit))?;
-        service
+        self.service(unit)
+            .await?
             .main_pid()
             .await
             .map_err(call_error("MainPID", unit))
+    }
+
+    async fn service(&self, unit: &str) -> Result<ServiceProxy<'static>> {
+        let path = self.unit(unit).await?.inner().path().to_owned();
+        ServiceProxy::builder(&self.connection)
+            .path(path)
+            .build()
+            .await
+            .map_err(call_error("Service", unit))
     }
 
     async fn unit(&self, unit: &str) -> Result<UnitProxy<'static>> {

@@ -7,8 +7,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Mutex;
 
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    "CREATE TABLE apps (
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        "CREATE TABLE apps (
         app_id        TEXT PRIMARY KEY,
         app_name      TEXT NOT NULL,
         app_version   TEXT NOT NULL,
@@ -20,60 +21,47 @@ const MIGRATIONS: &[M<'static>] = &[M::up(
         created_at    INTEGER NOT NULL,
         updated_at    INTEGER NOT NULL
     );",
-)];
+    ),
+    // Records hold install phases; an app's runtime state comes from its unit.
+    M::up(
+        "UPDATE apps SET status = 'installed' WHERE status IN ('running', 'stopping', 'stopped');
+         UPDATE apps SET status = 'failed' WHERE status = 'error';",
+    ),
+];
 
-/// An app's state as the SPEC names it. The store holds the install pipeline's phase
-/// while installing; afterwards the runtime's truth takes over.
+/// Where an app is in its life, as the store records it. Once `Installed`, the app's
+/// state is its unit's, read from systemd: the store never caches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
+pub enum Phase {
     Queuing,
     Pulling,
     Creating,
     Initing,
-    Running,
-    Stopping,
-    Stopped,
-    Error,
+    Installed,
+    Failed,
     Uninstalling,
 }
 
-impl Status {
-    const ALL: [Status; 9] = [
-        Status::Queuing,
-        Status::Pulling,
-        Status::Creating,
-        Status::Initing,
-        Status::Running,
-        Status::Stopping,
-        Status::Stopped,
-        Status::Error,
-        Status::Uninstalling,
+impl Phase {
+    const ALL: [Phase; 7] = [
+        Phase::Queuing,
+        Phase::Pulling,
+        Phase::Creating,
+        Phase::Initing,
+        Phase::Installed,
+        Phase::Failed,
+        Phase::Uninstalling,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Status::Queuing => "queuing",
-            Status::Pulling => "pulling",
-            Status::Creating => "creating",
-            Status::Initing => "initing",
-            Status::Running => "running",
-            Status::Stopping => "stopping",
-            Status::Stopped => "stopped",
-            Status::Error => "error",
-            Status::Uninstalling => "uninstalling",
-        }
-    }
-
-    /// SPEC `status_code`.
-    pub fn code(self) -> &'static str {
-        match self {
-            Status::Queuing => "00",
-            Status::Pulling => "10",
-            Status::Creating => "11",
-            Status::Initing => "12",
-            Status::Running => "30",
-            Status::Stopping | Status::Stopped | Status::Uninstalling => "40",
-            Status::Error => "50",
+            Phase::Queuing => "queuing",
+            Phase::Pulling => "pulling",
+            Phase::Creating => "creating",
+            Phase::Initing => "initing",
+            Phase::Installed => "installed",
+            Phase::Failed => "failed",
+            Phase::Uninstalling => "uninstalling",
         }
     }
 
@@ -81,18 +69,18 @@ impl Status {
     pub fn is_installing(self) -> bool {
         matches!(
             self,
-            Status::Queuing | Status::Pulling | Status::Creating | Status::Initing
+            Phase::Queuing | Phase::Pulling | Phase::Creating | Phase::Initing
         )
     }
 }
 
-impl std::str::FromStr for Status {
+impl std::str::FromStr for Phase {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, String> {
-        Status::ALL
+        Phase::ALL
             .into_iter()
             .find(|s| s.as_str() == text)
-            .ok_or_else(|| format!("unknown status {text:?}"))
+            .ok_or_else(|| format!("unknown phase {text:?}"))
     }
 }
 
@@ -108,7 +96,7 @@ pub struct AppRecord {
     pub app_id: String,
     pub app_name: String,
     pub app_version: String,
-    pub status: Status,
+    pub phase: Phase,
     pub reason: Option<StatusReason>,
     pub http_port: u16,
     pub password: String,
@@ -132,7 +120,7 @@ pub enum StoreError {
     #[error("database file: {0}")]
     Io(#[from] std::io::Error),
     #[error("an app {0:?} exists already")]
-    Exists(String, Status),
+    Exists(String, Phase),
     #[error("no free host port from {0} up")]
     NoFreePort(u16),
     #[error("corrupt record {0:?}: {1}")]
@@ -174,7 +162,7 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(existing) = read_one(&tx, app.app_id)? {
-            return Err(StoreError::Exists(existing.app_id, existing.status));
+            return Err(StoreError::Exists(existing.app_id, existing.phase));
         }
         let app_taken: BTreeSet<u16> = tx
             .prepare("SELECT http_port FROM apps")?
@@ -192,7 +180,7 @@ impl Store {
                 app.app_id,
                 app.app_name,
                 app.app_version,
-                Status::Queuing.as_str(),
+                Phase::Queuing.as_str(),
                 port,
                 app.password,
                 now
@@ -216,6 +204,37 @@ impl Store {
         ))?;
         let rows = statement.query_map([only], raw_record)?;
         rows.map(|row| row?.into_record()).collect()
+    }
+
+    /// Apps in `phase`, oldest first: the install queue is `with_phase(Queuing)`.
+    pub fn with_phase(&self, phase: Phase) -> Result<Vec<AppRecord>, StoreError> {
+        let conn = self.conn();
+        let mut statement =
+            conn.prepare_cached(&format!("{SELECT} WHERE status = ?1 ORDER BY rowid"))?;
+        let rows = statement.query_map([phase.as_str()], raw_record)?;
+        rows.map(|row| row?.into_record()).collect()
+    }
+
+    /// Moves an app to `phase`, with the reason when it failed. False when the app is
+    /// gone (uninstalled meanwhile).
+    pub fn set_phase(
+        &self,
+        app_id: &str,
+        phase: Phase,
+        reason: Option<&StatusReason>,
+    ) -> Result<bool, StoreError> {
+        let changed = self.conn().execute(
+            "UPDATE apps SET status = ?2, reason_code = ?3, reason_detail = ?4, updated_at = ?5
+             WHERE app_id = ?1",
+            params![
+                app_id,
+                phase.as_str(),
+                reason.map(|r| r.code.as_str()),
+                reason.map(|r| r.detail.as_str()),
+                unix_now()
+            ],
+        )?;
+        Ok(changed > 0)
     }
 
     /// Removes the record; false when there was none.
@@ -257,7 +276,7 @@ fn raw_record(row: &rusqlite::Row) -> rusqlite::Result<RawRecord> {
 
 impl RawRecord {
     fn into_record(self) -> Result<AppRecord, StoreError> {
-        let status = self
+        let phase = self
             .status
             .parse()
             .map_err(|e| StoreError::Corrupt(self.app_id.clone(), e))?;
@@ -269,7 +288,7 @@ impl RawRecord {
             app_id: self.app_id,
             app_name: self.app_name,
             app_version: self.app_version,
-            status,
+            phase,
             http_port: self.http_port,
             password: self.password,
         })
@@ -317,10 +336,10 @@ mod tests {
         let a = store.insert_queued(&new_app("aa"), &taken).unwrap();
         let b = store.insert_queued(&new_app("bb"), &taken).unwrap();
         assert_eq!((a.http_port, b.http_port), (9001, 9003));
-        assert_eq!(a.status, Status::Queuing);
+        assert_eq!(a.phase, Phase::Queuing);
         assert!(matches!(
             store.insert_queued(&new_app("aa"), &taken),
-            Err(StoreError::Exists(_, Status::Queuing))
+            Err(StoreError::Exists(_, Phase::Queuing))
         ));
         let ids: Vec<String> = store
             .list(None)
@@ -350,9 +369,36 @@ mod tests {
     }
 
     #[test]
-    fn status_text_round_trips() {
-        for status in Status::ALL {
-            assert_eq!(status.as_str().parse::<Status>(), Ok(status));
+    fn phase_text_round_trips() {
+        for phase in Phase::ALL {
+            assert_eq!(phase.as_str().parse::<Phase>(), Ok(phase));
         }
+    }
+
+    #[test]
+    fn phases_and_reasons_are_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        store
+            .insert_queued(&new_app("aa"), &BTreeSet::new())
+            .unwrap();
+        store
+            .insert_queued(&new_app("bb"), &BTreeSet::new())
+            .unwrap();
+        let reason = StatusReason {
+            code: "Server.Container.Error".into(),
+            detail: "pull failed".into(),
+        };
+        assert!(store.set_phase("aa", Phase::Failed, Some(&reason)).unwrap());
+        assert!(!store.set_phase("zz", Phase::Failed, None).unwrap());
+        let failed = store.get("aa").unwrap().unwrap();
+        assert_eq!((failed.phase, failed.reason), (Phase::Failed, Some(reason)));
+        let queued: Vec<String> = store
+            .with_phase(Phase::Queuing)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.app_id)
+            .collect();
+        assert_eq!(queued, ["bb"]);
     }
 }

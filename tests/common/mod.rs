@@ -34,7 +34,8 @@ impl Daemon {
             .unwrap();
         let socket = dir.path().join("run/appunit.sock");
         let config = format!(
-            "socket = {socket:?}\nstate_dir = {state:?}\ncatalog_dirs = [{shipped:?}, {fixtures:?}]\npublic_host = \"127.0.0.1\"\n",
+            // The queue is paused: these tests look at the API and the queue itself.
+            "socket = {socket:?}\nstate_dir = {state:?}\ncatalog_dirs = [{shipped:?}, {fixtures:?}]\npublic_host = \"127.0.0.1\"\nmax_parallel_installs = 0\n",
             state = dir.path().join("state"),
             shipped = Path::new(REPO).join("catalog"),
             fixtures = Path::new(REPO).join("tests/fixtures/catalog"),

@@ -1,0 +1,634 @@
+//! The lifecycle of apps on the host: the install pipeline (queue → pull → create →
+//! init → installed), start/stop/restart through their units, uninstall, the status
+//! read from the truth, and reconciliation at start-up.
+
+pub mod plan;
+
+use crate::catalog::Catalog;
+use crate::catalog::compose::VARIABLES;
+use crate::config::Config;
+use crate::error::AppError;
+use crate::images::progress::{Progress, ProgressInfo};
+use crate::images::{PulledImage, Puller};
+use crate::runtime::containerd::Containerd;
+use crate::runtime::systemd::{Systemd, UnitState};
+use crate::store::{AppRecord, Phase, StatusReason, Store};
+use plan::{AppPlan, netns_name, unit_name};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{Notify, Semaphore};
+
+/// An app's state as the SPEC names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Queuing,
+    Pulling,
+    Creating,
+    Initing,
+    Running,
+    Stopping,
+    Stopped,
+    Error,
+    Uninstalling,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queuing => "queuing",
+            Status::Pulling => "pulling",
+            Status::Creating => "creating",
+            Status::Initing => "initing",
+            Status::Running => "running",
+            Status::Stopping => "stopping",
+            Status::Stopped => "stopped",
+            Status::Error => "error",
+            Status::Uninstalling => "uninstalling",
+        }
+    }
+
+    /// SPEC `status_code`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Status::Queuing => "00",
+            Status::Pulling => "10",
+            Status::Creating => "11",
+            Status::Initing => "12",
+            Status::Running => "30",
+            Status::Stopping | Status::Stopped | Status::Uninstalling => "40",
+            Status::Error => "50",
+        }
+    }
+}
+
+/// What AppStatus shows of an app's state.
+pub struct Truth {
+    pub status: Status,
+    pub reason: Option<StatusReason>,
+    pub progress: Option<ProgressInfo>,
+}
+
+const RUNTIME_ERROR: &str = "Server.Container.Error";
+
+/// The host services an installed app needs, connected on first use (and again after
+/// a failure), so the API answers even while containerd or systemd is down.
+#[derive(Clone)]
+struct Runtime {
+    containerd: Containerd,
+    systemd: Arc<Systemd>,
+    puller: Puller,
+}
+
+pub struct Lifecycle {
+    store: Arc<Store>,
+    catalog: Arc<Catalog>,
+    config: Arc<Config>,
+    config_path: PathBuf,
+    runtime: tokio::sync::Mutex<Option<Runtime>>,
+    progress: Mutex<HashMap<String, Arc<Progress>>>,
+    /// Installs under way, so an uninstall can stop one.
+    installs: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    wake: Notify,
+}
+
+impl Lifecycle {
+    pub fn new(
+        store: Arc<Store>,
+        catalog: Arc<Catalog>,
+        config: Arc<Config>,
+        config_path: PathBuf,
+    ) -> Lifecycle {
+        Lifecycle {
+            store,
+            catalog,
+            config,
+            config_path,
+            runtime: tokio::sync::Mutex::new(None),
+            progress: Mutex::default(),
+            installs: Mutex::default(),
+            wake: Notify::new(),
+        }
+    }
+
+    async fn runtime(&self) -> Result<Runtime, AppError> {
+        let mut runtime = self.runtime.lock().await;
+        if let Some(connected) = runtime.as_ref() {
+            return Ok(connected.clone());
+        }
+        let containerd = Containerd::connect(
+            &self.config.containerd_socket,
+            &self.config.containerd_namespace,
+        )
+        .await
+        .map_err(|e| AppError::Container(e.to_string()))?;
+        let systemd = Systemd::connect(None, self.config.unit_dir.clone())
+            .await
+            .map_err(|e| AppError::Container(e.to_string()))?;
+        let connected = Runtime {
+            puller: Puller::new(containerd.clone(), self.config.registries.clone()),
+            containerd,
+            systemd: Arc::new(systemd),
+        };
+        *runtime = Some(connected.clone());
+        Ok(connected)
+    }
+
+    /// Wakes the install queue: an app was queued.
+    pub fn queued(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs the install queue for the daemon's lifetime: up to `max_parallel_installs`
+    /// at once, oldest first. Zero pauses it.
+    pub async fn run_queue(self: Arc<Self>) {
+        let slots = Arc::new(Semaphore::new(self.config.max_parallel_installs));
+        loop {
+            if self.config.max_parallel_installs > 0 {
+                let queued = self.store.with_phase(Phase::Queuing).unwrap_or_else(|err| {
+                    tracing::error!(%err, "reading the install queue");
+                    Vec::new()
+                });
+                for app in queued {
+                    let Ok(slot) = slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    // Taken off the queue before the next look at it.
+                    if !self
+                        .store
+                        .set_phase(&app.app_id, Phase::Pulling, None)
+                        .unwrap_or(false)
+                    {
+                        continue;
+                    }
+                    let lifecycle = self.clone();
+                    let app_id = app.app_id.clone();
+                    let task = tokio::spawn(async move {
+                        lifecycle.install(app).await;
+                        drop(slot);
+                    });
+                    self.installs
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(app_id, task.abort_handle());
+                }
+            }
+            self.wake.notified().await;
+        }
+    }
+
+    /// The install pipeline for one app; a failure leaves it in error with the reason,
+    /// and nothing of it on the host but its data.
+    async fn install(self: &Arc<Self>, app: AppRecord) {
+        let app_id = app.app_id.clone();
+        let outcome = self.install_phases(&app).await;
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&app_id);
+        self.installs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&app_id);
+        match outcome {
+            Ok(()) => {
+                let _ = self.store.set_phase(&app_id, Phase::Installed, None);
+                tracing::info!(app_id, "installed and running");
+            }
+            Err(detail) => {
+                tracing::error!(app_id, %detail, "install failed");
+                if let Ok(runtime) = self.runtime().await
+                    && let Err(err) = self.teardown(&runtime, &app_id, false).await
+                {
+                    tracing::error!(app_id, %err, "cleaning up after the failed install");
+                }
+                let reason = StatusReason {
+                    code: RUNTIME_ERROR.into(),
+                    detail,
+                };
+                let _ = self.store.set_phase(&app_id, Phase::Failed, Some(&reason));
+            }
+        }
+        self.wake.notify_one();
+    }
+
+    async fn install_phases(&self, app: &AppRecord) -> Result<(), String> {
+        let app_id = app.app_id.as_str();
+        let runtime = self.runtime().await.map_err(|e| e.detail())?;
+        let catalog_app = self
+            .catalog
+            .get(&app.app_name)
+            .ok_or_else(|| format!("the catalog no longer has {}", app.app_name))?;
+        let folder = self.app_folder(app_id);
+        let variables = |name: &str| -> Option<String> {
+            Some(match name {
+                "APP_NAME" => app_id.to_string(),
+                "APP_VERSION" => app.app_version.clone(),
+                "APP_HTTP_PORT" => app.http_port.to_string(),
+                "APP_USER" => catalog_app.meta.user_name.clone(),
+                "APP_PASSWORD" => app.password.clone(),
+                "APP_DATA" => folder.join("data").display().to_string(),
+                _ => return None,
+            })
+        };
+        debug_assert!(VARIABLES.iter().all(|v| variables(v).is_some()));
+        let (compose, rendered) =
+            crate::catalog::compose::Compose::render(&catalog_app.compose_text, &variables)?;
+
+        // Pulling: every image of the app, with one progress across them.
+        let progress = Arc::new(Progress::default());
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(app_id.into(), progress.clone());
+        let mut references: Vec<String> =
+            compose.services.values().map(|s| s.image.clone()).collect();
+        references.sort();
+        references.dedup();
+        let pulled = runtime
+            .puller
+            .pull_all(&references, &progress)
+            .await
+            .map_err(|e| e.to_string())?;
+        let images: BTreeMap<String, PulledImage> = references.into_iter().zip(pulled).collect();
+
+        // Creating: the app folder, the containers, the unit.
+        self.store
+            .set_phase(app_id, Phase::Creating, None)
+            .map_err(|e| e.to_string())?;
+        let prepared = plan::prepare(app_id, &compose, &images, &folder)?;
+        let write = |path: PathBuf, text: &str| {
+            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        for dir in std::iter::once(folder.join("data")).chain(prepared.folders.iter().cloned()) {
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        write(folder.join("compose.yaml"), &rendered)?;
+        write(folder.join("hosts"), &prepared.hosts)?;
+        let plan_text = serde_json::to_string_pretty(&prepared.plan).map_err(|e| e.to_string())?;
+        write(folder.join("plan.json"), &plan_text)?;
+        let labels = HashMap::from([(
+            crate::runtime::containerd::APP_LABEL.to_string(),
+            app_id.to_string(),
+        )]);
+        for container in &prepared.containers {
+            // A container left by an interrupted attempt is replaced.
+            runtime
+                .containerd
+                .delete_container(&container.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            runtime
+                .containerd
+                .create_container(
+                    &container.id,
+                    &container.image,
+                    &container.chain_id,
+                    &container.spec,
+                    labels.clone(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        let unit = unit_name(app_id);
+        let unit_text = self.unit_file(app_id, &catalog_app.meta.trademark, &prepared.plan)?;
+        runtime
+            .systemd
+            .install_unit(&unit, &unit_text)
+            .await
+            .map_err(|e| e.to_string())?;
+
+        // Initing: the unit starts; its start job ends when the supervisor reports the
+        // health checks passed (READY=1), or fails with its reason.
+        self.store
+            .set_phase(app_id, Phase::Initing, None)
+            .map_err(|e| e.to_string())?;
+        runtime
+            .systemd
+            .enable(&unit)
+            .await
+            .map_err(|e| e.to_string())?;
+        if let Err(err) = runtime.systemd.start(&unit).await {
+            let why = runtime
+                .systemd
+                .status(&unit)
+                .await
+                .map(|s| s.status_text)
+                .unwrap_or_default();
+            return Err(if why.is_empty() {
+                err.to_string()
+            } else {
+                format!("{err}: {why}")
+            });
+        }
+        Ok(())
+    }
+
+    fn unit_file(&self, app_id: &str, trademark: &str, plan: &AppPlan) -> Result<String, String> {
+        let exe = std::env::current_exe().map_err(|e| format!("locating appunitd: {e}"))?;
+        let config = std::path::absolute(&self.config_path).map_err(|e| e.to_string())?;
+        // Enough for every health check to use its start period and all its retries.
+        let start_ms: u64 = plan
+            .services
+            .iter()
+            .filter_map(|s| s.health.as_ref())
+            .map(|h| {
+                h.start_period_ms + (h.interval_ms + h.timeout_ms) * (u64::from(h.retries) + 1)
+            })
+            .sum();
+        let stop_ms: u64 = plan.services.iter().map(|s| s.stop_grace_ms + 10_000).sum();
+        Ok(format!(
+            "# Written by appunitd; changes are overwritten.\n\
+             [Unit]\n\
+             Description=appunit app {app_id} ({trademark})\n\
+             Wants=containerd.service\n\
+             After=containerd.service network-online.target\n\
+             StartLimitIntervalSec=300\n\
+             StartLimitBurst=3\n\
+             \n\
+             [Service]\n\
+             Type=notify\n\
+             NotifyAccess=main\n\
+             ExecStart={exe} --config {config} supervise {app_id}\n\
+             Slice={slice}\n\
+             Restart=on-failure\n\
+             RestartSec=5\n\
+             TimeoutStartSec={start}\n\
+             TimeoutStopSec={stop}\n\
+             \n\
+             [Install]\n\
+             WantedBy=multi-user.target\n",
+            exe = exe.display(),
+            config = config.display(),
+            slice = plan::slice_name(app_id),
+            start = (start_ms / 1000 + 120),
+            stop = (stop_ms / 1000 + 10),
+        ))
+    }
+
+    fn app_folder(&self, app_id: &str) -> PathBuf {
+        self.config.state_dir.join("apps").join(app_id)
+    }
+
+    /// AppStatus's truth: the pipeline's phase while installing, the unit afterwards.
+    pub async fn truth(&self, record: &AppRecord) -> Truth {
+        let from_phase = |status| Truth {
+            status,
+            reason: None,
+            progress: None,
+        };
+        match record.phase {
+            Phase::Queuing => from_phase(Status::Queuing),
+            Phase::Pulling => Truth {
+                progress: self
+                    .progress
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&record.app_id)
+                    .map(|p| p.info()),
+                ..from_phase(Status::Pulling)
+            },
+            Phase::Creating => from_phase(Status::Creating),
+            Phase::Initing => from_phase(Status::Initing),
+            Phase::Uninstalling => from_phase(Status::Uninstalling),
+            Phase::Failed => Truth {
+                reason: record.reason.clone(),
+                ..from_phase(Status::Error)
+            },
+            Phase::Installed => self.unit_truth(&record.app_id).await,
+        }
+    }
+
+    async fn unit_truth(&self, app_id: &str) -> Truth {
+        let failed = |detail: String| Truth {
+            status: Status::Error,
+            reason: Some(StatusReason {
+                code: RUNTIME_ERROR.into(),
+                detail,
+            }),
+            progress: None,
+        };
+        let runtime = match self.runtime().await {
+            Ok(runtime) => runtime,
+            Err(err) => return failed(err.detail()),
+        };
+        let unit = unit_name(app_id);
+        let status = match runtime.systemd.status(&unit).await {
+            Ok(status) => status,
+            Err(err) => return failed(err.to_string()),
+        };
+        let plain = |status| Truth {
+            status,
+            reason: None,
+            progress: None,
+        };
+        match status.state {
+            _ if status.auto_restart => failed(status.status_text),
+            UnitState::Failed => failed(if status.status_text.is_empty() {
+                format!("{unit} failed")
+            } else {
+                status.status_text
+            }),
+            UnitState::Activating => plain(Status::Initing),
+            UnitState::Active | UnitState::Reloading => plain(Status::Running),
+            UnitState::Deactivating => plain(Status::Stopping),
+            UnitState::Inactive => plain(Status::Stopped),
+        }
+    }
+
+    /// AppStart: the unit starts, and starts again at boot.
+    pub async fn start(&self, app_id: &str) -> Result<(), AppError> {
+        let runtime = self.runtime().await?;
+        let unit = unit_name(app_id);
+        runtime
+            .systemd
+            .enable(&unit)
+            .await
+            .map_err(container_error)?;
+        runtime.systemd.start(&unit).await.map_err(container_error)
+    }
+
+    /// AppStop: the unit stops and stays stopped, at boot too, until AppStart.
+    pub async fn stop(&self, app_id: &str) -> Result<(), AppError> {
+        let runtime = self.runtime().await?;
+        let unit = unit_name(app_id);
+        runtime
+            .systemd
+            .disable(&unit)
+            .await
+            .map_err(container_error)?;
+        runtime.systemd.stop(&unit).await.map_err(container_error)
+    }
+
+    pub async fn restart(&self, app_id: &str) -> Result<(), AppError> {
+        let runtime = self.runtime().await?;
+        let unit = unit_name(app_id);
+        runtime
+            .systemd
+            .enable(&unit)
+            .await
+            .map_err(container_error)?;
+        runtime
+            .systemd
+            .restart(&unit)
+            .await
+            .map_err(container_error)
+    }
+
+    /// AppUninstall, in any phase: an install under way is stopped first.
+    pub async fn uninstall(
+        &self,
+        record: &AppRecord,
+        delete_data: bool,
+        delete_image: bool,
+    ) -> Result<(), AppError> {
+        let app_id = record.app_id.as_str();
+        if let Some(install) = self
+            .installs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(app_id)
+        {
+            install.abort();
+        }
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(app_id);
+        if record.phase != Phase::Queuing {
+            self.store
+                .set_phase(app_id, Phase::Uninstalling, record.reason.as_ref())?;
+            let runtime = self.runtime().await?;
+            self.teardown(&runtime, app_id, delete_image)
+                .await
+                .map_err(AppError::Container)?;
+        }
+        let folder = self.app_folder(app_id);
+        remove_folder(&folder, delete_data).map_err(AppError::System)?;
+        self.store.delete(app_id)?;
+        Ok(())
+    }
+
+    /// Removes what an app has on the host but its folder: unit, containers with
+    /// their tasks and snapshots, network namespace, output FIFOs; its images when
+    /// asked and unused by other apps.
+    async fn teardown(
+        &self,
+        runtime: &Runtime,
+        app_id: &str,
+        delete_image: bool,
+    ) -> Result<(), String> {
+        runtime
+            .systemd
+            .remove_unit(&unit_name(app_id))
+            .await
+            .map_err(|e| e.to_string())?;
+        let containers = runtime
+            .containerd
+            .app_containers(Some(app_id))
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut images = Vec::new();
+        for container in containers {
+            runtime
+                .containerd
+                .delete_container(&container.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            images.push(container.image);
+        }
+        if Path::new("/run/netns").join(netns_name(app_id)).exists() {
+            crate::supervisor::run_ip(&["netns", "delete", &netns_name(app_id)])?;
+        }
+        let run_dir = self
+            .config
+            .socket
+            .parent()
+            .unwrap_or(Path::new("/run/appunit"));
+        let _ = std::fs::remove_dir_all(run_dir.join("apps").join(app_id));
+        if delete_image {
+            images.sort();
+            images.dedup();
+            for image in images {
+                runtime
+                    .puller
+                    .remove_unless_used(&image, app_id)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// At start-up: installs that were under way when the daemon stopped go back to the
+    /// queue, after what they had made is removed (their data stays).
+    pub async fn reconcile(&self) {
+        for phase in [Phase::Pulling, Phase::Creating, Phase::Initing] {
+            let Ok(apps) = self.store.with_phase(phase) else {
+                continue;
+            };
+            for app in apps {
+                tracing::warn!(
+                    app_id = app.app_id,
+                    phase = phase.as_str(),
+                    "install was interrupted: resuming it"
+                );
+                match self.runtime().await {
+                    Ok(runtime) => {
+                        if let Err(err) = self.teardown(&runtime, &app.app_id, false).await {
+                            tracing::error!(app_id = app.app_id, %err, "rolling back the interrupted install");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::error!(app_id = app.app_id, %err, "rolling back the interrupted install")
+                    }
+                }
+                let _ = self.store.set_phase(&app.app_id, Phase::Queuing, None);
+            }
+        }
+        if let Ok(runtime) = self.runtime().await
+            && let Ok(containers) = runtime.containerd.app_containers(None).await
+        {
+            for container in containers {
+                if matches!(self.store.get(&container.app_id), Ok(None)) {
+                    tracing::warn!(
+                        container = container.id,
+                        app_id = container.app_id,
+                        "a container of an app the store does not know: left as it is"
+                    );
+                }
+            }
+        }
+        self.wake.notify_one();
+    }
+}
+
+fn container_error(err: crate::runtime::systemd::SystemdError) -> AppError {
+    AppError::Container(err.to_string())
+}
+
+/// Removes an app's folder; with `delete_data` false, its `data/` stays for a later
+/// install under the same name.
+fn remove_folder(folder: &Path, delete_data: bool) -> Result<(), String> {
+    let entries = match std::fs::read_dir(folder) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{}: {e}", folder.display())),
+    };
+    if delete_data {
+        return std::fs::remove_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()));
+    }
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if entry.file_name() == "data" {
+            continue;
+        }
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(())
+}
