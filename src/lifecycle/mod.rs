@@ -518,27 +518,27 @@ impl Lifecycle {
         app_id: &str,
         delete_image: bool,
     ) -> Result<(), String> {
-        runtime
-            .systemd
-            .remove_unit(&unit_name(app_id))
-            .await
-            .map_err(|e| e.to_string())?;
-        let containers = runtime
-            .containerd
-            .app_containers(Some(app_id))
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut images = Vec::new();
-        for container in containers {
-            runtime
-                .containerd
-                .delete_container(&container.id)
-                .await
-                .map_err(|e| e.to_string())?;
-            images.push(container.image);
+        // Every step is tried, whatever failed before it: leave as little as possible.
+        let mut failures = Vec::new();
+        if let Err(err) = runtime.systemd.remove_unit(&unit_name(app_id)).await {
+            failures.push(err.to_string());
         }
-        if Path::new("/run/netns").join(netns_name(app_id)).exists() {
-            crate::supervisor::run_ip(&["netns", "delete", &netns_name(app_id)])?;
+        let mut images = Vec::new();
+        match runtime.containerd.app_containers(Some(app_id)).await {
+            Ok(containers) => {
+                for container in containers {
+                    if let Err(err) = runtime.containerd.delete_container(&container.id).await {
+                        failures.push(err.to_string());
+                    }
+                    images.push(container.image);
+                }
+            }
+            Err(err) => failures.push(err.to_string()),
+        }
+        if Path::new("/run/netns").join(netns_name(app_id)).exists()
+            && let Err(err) = crate::supervisor::run_ip(&["netns", "delete", &netns_name(app_id)])
+        {
+            failures.push(err);
         }
         let run_dir = self
             .config
@@ -550,14 +550,16 @@ impl Lifecycle {
             images.sort();
             images.dedup();
             for image in images {
-                runtime
-                    .puller
-                    .remove_unless_used(&image, app_id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                if let Err(err) = runtime.puller.remove_unless_used(&image, app_id).await {
+                    failures.push(err.to_string());
+                }
             }
         }
-        Ok(())
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
     }
 
     /// At start-up: installs that were under way when the daemon stopped go back to the

@@ -566,8 +566,9 @@ impl Containerd {
         }
     }
 
-    /// Runs `process` inside the running container `id` (no stdio) and returns its exit
-    /// status: how health checks run.
+    /// Runs `process` inside the running container `id` and returns its exit status:
+    /// how health checks run. Its output goes to /dev/null: a closed stdout would fail
+    /// a check that prints (wget -O-).
     pub async fn exec(
         &self,
         id: &str,
@@ -582,6 +583,8 @@ impl Containerd {
         let request = ExecProcessRequest {
             container_id: id.into(),
             exec_id: exec_id.into(),
+            stdout: "file:///dev/null".into(),
+            stderr: "file:///dev/null".into(),
             spec: Some(prost_types::Any {
                 type_url: PROCESS_TYPE.into(),
                 value: spec,

@@ -124,22 +124,19 @@ impl Systemd {
         self.reload(unit).await
     }
 
-    /// Stops and disables a unit, removes its file and forgets it.
+    /// Stops and disables a unit, removes its file and forgets it. A unit that was
+    /// never written is fine.
     pub async fn remove_unit(&self, unit: &str) -> Result<()> {
         if self.state(unit).await? != UnitState::Inactive {
             self.stop(unit).await?;
         }
-        self.disable(unit).await?;
         let path = self.unit_dir.join(unit);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(SystemdError::UnitFile {
-                    path,
-                    cause: e.to_string(),
-                });
-            }
+        if path.exists() {
+            self.disable(unit).await?;
+            std::fs::remove_file(&path).map_err(|e| SystemdError::UnitFile {
+                path,
+                cause: e.to_string(),
+            })?;
         }
         // A failed unit stays loaded until its failure is reset.
         let _ = self.manager.reset_failed_unit(unit.to_string()).await;

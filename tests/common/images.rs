@@ -234,9 +234,14 @@ pub struct TestImage {
 
 /// Writes an OCI image layout with `layers` and `cmd`.
 pub fn build_image(layers: &[Layer], cmd: &[&str]) -> TestImage {
+    build_image_in(&std::env::temp_dir(), layers, cmd)
+}
+
+/// The same, in a folder below `parent` (one a sandbox can see).
+pub fn build_image_in(parent: &Path, layers: &[Layer], cmd: &[&str]) -> TestImage {
     let layout = tempfile::Builder::new()
         .prefix("appunit-img")
-        .tempdir()
+        .tempdir_in(parent)
         .unwrap();
     let blobs = layout.path().join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();

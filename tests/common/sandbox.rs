@@ -137,6 +137,62 @@ impl Sandbox {
         String::from_utf8_lossy(&output.stdout).trim().to_string()
     }
 
+    /// A command as a transient service of the sandbox's systemd: it lives as long as
+    /// the sandbox, or until stopped.
+    pub fn service(&self, unit: &str, command: &[&str]) {
+        let mut args = vec!["--unit", unit, "--collect"];
+        args.extend_from_slice(command);
+        let output = self.run("systemd-run", &args);
+        assert!(
+            output.status.success(),
+            "systemd-run {command:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// distribution 2.8 inside the sandbox on 127.0.0.1:5000, storing under /run.
+    pub fn start_registry(&self) {
+        std::fs::create_dir_all(self.path("run/registry-data")).unwrap();
+        std::fs::write(
+            self.path("run/registry.yml"),
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: /run/registry-data\nhttp:\n  addr: 127.0.0.1:5000\n",
+        )
+        .unwrap();
+        self.service(
+            "test-registry",
+            &["/usr/bin/docker-registry", "serve", "/run/registry.yml"],
+        );
+        self.wait_until("the registry", |s| {
+            s.run("busybox", &["wget", "-qO-", "http://127.0.0.1:5000/v2/"])
+                .status
+                .success()
+        });
+    }
+
+    /// Pushes an image layout that lies below the sandbox's /run to its registry.
+    pub fn push(&self, layout: &std::path::Path, name: &str) {
+        let inside = PathBuf::from("/run").join(layout.strip_prefix(self.path("run")).unwrap());
+        let source = format!("oci:{}:latest", inside.display());
+        let target = format!("docker://127.0.0.1:5000/{name}");
+        let output = self.run(
+            "skopeo",
+            &[
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+                "--preserve-digests",
+                &source,
+                &target,
+            ],
+        );
+        assert!(
+            output.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
     pub fn wait_until(&self, what: &str, ready: impl Fn(&Sandbox) -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ready(self) {
