@@ -16,6 +16,8 @@ pub struct Config {
     pub containerd_socket: PathBuf,
     pub containerd_namespace: String,
     pub unit_dir: PathBuf,
+    /// The target that starts app units at boot (their `WantedBy=`).
+    pub unit_target: String,
     /// Installs run at once; 0 pauses the install queue.
     pub max_parallel_installs: usize,
     pub registries: BTreeMap<String, RegistryConfig>,
@@ -41,6 +43,7 @@ impl Default for Config {
             containerd_socket: "/run/containerd/containerd.sock".into(),
             containerd_namespace: "appunit".into(),
             unit_dir: "/etc/systemd/system".into(),
+            unit_target: "multi-user.target".into(),
             max_parallel_installs: 2,
             registries: BTreeMap::new(),
         }
@@ -109,6 +112,12 @@ impl Config {
         if let Some(dir) = self.catalog_dirs.iter().find(|d| !d.is_absolute()) {
             return Err(format!(
                 "key `catalog_dirs`: {dir:?} is not an absolute path"
+            ));
+        }
+        if !self.unit_target.ends_with(".target") || self.unit_target.contains(['/', ' ']) {
+            return Err(format!(
+                "key `unit_target`: {:?} is not a target unit",
+                self.unit_target
             ));
         }
         if self.public_host.contains(['/', ' ']) {

@@ -4,7 +4,7 @@
 mod common;
 
 use common::images::{Layer, build_image_in};
-use common::sandbox::Sandbox;
+use common::sandbox::{Sandbox, TARGET};
 use common::{Call, REPO, Reply};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -14,37 +14,92 @@ struct Host {
     sandbox: Sandbox,
 }
 
+/// Starts the sandbox's registry and pushes the test images to it (again after a
+/// reboot: the registry keeps them under /run). Built the same way, they have the
+/// same digests every time.
+fn publish_images(sandbox: &Sandbox) {
+    sandbox.start_registry();
+    std::fs::create_dir_all(sandbox.path("run/images")).unwrap();
+    let web = Layer::file("www/index.html", "duo web\n");
+    let small = build_image_in(
+        &sandbox.path("run/images"),
+        &[Layer::busybox(), web.clone()],
+        &["sh"],
+    );
+    sandbox.push(small.layout.path(), "test/busybox:1");
+    let noise: Vec<u8> = (0..48 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let big = build_image_in(
+        &sandbox.path("run/images"),
+        &[Layer::busybox(), web, Layer::file("noise", noise)],
+        &["sh"],
+    );
+    sandbox.push(big.layout.path(), "test/busybox:2");
+}
+
 impl Host {
+    /// Version 1 of the test image is small; version 2 carries 48 MiB more, so that
+    /// its pull takes long enough to be caught in the act.
     fn boot() -> Host {
         let sandbox = Sandbox::boot("");
-        sandbox.start_registry();
-        std::fs::create_dir_all(sandbox.path("run/images")).unwrap();
-        let image = build_image_in(
-            &sandbox.path("run/images"),
-            &[Layer::busybox(), Layer::file("www/index.html", "duo web\n")],
-            &["sh"],
-        );
-        sandbox.push(image.layout.path(), "test/busybox:1");
+        publish_images(&sandbox);
+        let host = Host::on(sandbox);
         let config = format!(
             "catalog_dirs = [\"{REPO}/tests/fixtures/catalog\"]\npublic_host = \"127.0.0.1\"\n\
-             [registries.\"127.0.0.1:5000\"]\ninsecure = true\n"
+             unit_target = \"{TARGET}\"\n[registries.\"127.0.0.1:5000\"]\ninsecure = true\n"
         );
-        std::fs::write(sandbox.path("etc-appunit/config.toml"), config).unwrap();
-        let host = Host { sandbox };
+        std::fs::write(host.sandbox.path("etc-appunit/config.toml"), config).unwrap();
+        let unit = format!(
+            "[Service]\nType=notify\nExecStart={} --config /etc/appunit/config.toml\n",
+            env!("CARGO_BIN_EXE_appunitd")
+        );
+        std::fs::write(host.sandbox.path("units/appunitd.service"), unit).unwrap();
+        host.sandbox.systemctl(&["daemon-reload"]);
         host.start_daemon();
         host
     }
 
-    fn start_daemon(&self) {
-        self.sandbox.service(
-            "appunitd",
+    fn on(sandbox: Sandbox) -> Host {
+        Host { sandbox }
+    }
+
+    /// `kill -9` of appunitd, as in a crash.
+    fn kill_daemon(&self) {
+        self.sandbox
+            .systemctl(&["kill", "-s", "KILL", "appunitd.service"]);
+        self.sandbox.wait_until("appunitd to die", |s| {
+            s.systemctl(&["is-active", "appunitd.service"]) != "active"
+        });
+        self.sandbox
+            .systemctl(&["reset-failed", "appunitd.service"]);
+    }
+
+    /// The web page of an app, fetched inside its network namespace.
+    fn page(&self, app_id: &str) -> String {
+        let out = self.sandbox.run(
+            "ip",
             &[
-                "-p",
-                "Type=notify",
-                env!("CARGO_BIN_EXE_appunitd"),
-                "--config",
-                "/etc/appunit/config.toml",
+                "netns",
+                "exec",
+                &format!("appunit-{app_id}"),
+                "busybox",
+                "wget",
+                "-qO-",
+                "http://127.0.0.1:80/",
             ],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn start_daemon(&self) {
+        let out = self
+            .sandbox
+            .run("systemctl", &["start", "appunitd.service"]);
+        assert!(
+            out.status.success(),
+            "starting appunitd: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
     }
 
@@ -309,5 +364,131 @@ async fn failed_installs_have_a_reason_and_leave_nothing() {
             "{app_id} left behind: {left:?}\n{}",
             host.journal("appunitd.service")
         );
+    }
+}
+
+/// Apps keep running while the daemon is stopped; after a reboot running apps come
+/// back and stopped ones stay stopped; uninstalling with delete_data=false keeps the
+/// data, and a reinstall under the same name finds what the app wrote.
+#[tokio::test]
+async fn daemon_stop_reboot_and_kept_data() {
+    let host = Host::boot();
+    for app_id in ["keep", "halt"] {
+        let query = format!("app_name=duo&customer_app_name={app_id}&app_version=1");
+        assert_eq!(host.call("AppInstall", &query).await.status, 200);
+    }
+    for app_id in ["keep", "halt"] {
+        let (status, _) = host.watch(app_id, Duration::from_secs(90), settled).await;
+        assert_eq!(status["status"], "running", "{status}");
+    }
+    assert_eq!(host.call("AppStop", "app_id=halt").await.status, 200);
+
+    host.sandbox.systemctl(&["stop", "appunitd.service"]);
+    assert_eq!(
+        host.sandbox
+            .systemctl(&["is-active", "appunit-keep.service"]),
+        "active"
+    );
+    assert_eq!(host.page("keep"), "duo web\n");
+    host.start_daemon();
+    assert_eq!(host.status("keep").await["status"], "running");
+    assert_eq!(host.status("halt").await["status"], "stopped");
+
+    let owner_file = |sandbox: &Sandbox| sandbox.path("appunit/apps/keep/data/dbdata/owner");
+    let owner = std::fs::read_to_string(owner_file(&host.sandbox)).unwrap();
+    assert!(owner.starts_with("keep-"), "{owner}");
+
+    let folders = host.sandbox.shut_down();
+    let host = Host::on(Sandbox::boot_in(folders, ""));
+    host.start_daemon();
+    let (status, _) = host
+        .watch("keep", Duration::from_secs(60), |s| {
+            s["status"] == "running"
+        })
+        .await;
+    assert_eq!(status["status_code"], "30");
+    assert_eq!(host.page("keep"), "duo web\n");
+    assert_eq!(host.status("halt").await["status"], "stopped");
+    assert_eq!(
+        host.sandbox
+            .systemctl(&["is-active", "appunit-halt.service"]),
+        "inactive"
+    );
+
+    let reply = host
+        .call("AppUninstall", "app_id=keep&delete_data=false")
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(
+        std::fs::read_to_string(owner_file(&host.sandbox)).unwrap(),
+        owner
+    );
+    assert!(!host.sandbox.path("appunit/apps/keep/plan.json").exists());
+    // The registry kept its images in the old /run.
+    publish_images(&host.sandbox);
+    let reply = host
+        .call(
+            "AppInstall",
+            "app_name=duo&customer_app_name=keep&app_version=1",
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let (status, _) = host.watch("keep", Duration::from_secs(90), settled).await;
+    assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(
+        std::fs::read_to_string(owner_file(&host.sandbox)).unwrap(),
+        owner
+    );
+}
+
+/// `kill -9` of appunitd while an install is pulling, creating or initing: after a
+/// restart every install ends running, none is stuck, and no lease is left.
+#[tokio::test]
+async fn installs_survive_a_daemon_crash_in_every_phase() {
+    let host = Host::boot();
+    // (app, version, the status to crash in)
+    let cases = [
+        ("pull", "2", "10"),
+        ("create", "1", "11"),
+        ("init", "1", "12"),
+    ];
+    let mut caught = Vec::new();
+    for (app_id, version, phase) in cases {
+        let query = format!("app_name=duo&customer_app_name={app_id}&app_version={version}");
+        assert_eq!(host.call("AppInstall", &query).await.status, 200);
+        // Creating is brief: it may pass between two polls; then initing is hit instead.
+        let (status, _) = host
+            .watch(app_id, Duration::from_secs(60), |s| {
+                s["status_code"].as_str().is_some_and(|c| c >= phase)
+            })
+            .await;
+        caught.push((
+            app_id,
+            status["status_code"].as_str().unwrap_or("").to_string(),
+        ));
+        host.kill_daemon();
+        host.start_daemon();
+        let (status, seen) = host.watch(app_id, Duration::from_secs(120), settled).await;
+        assert_eq!(
+            status["status"], "running",
+            "{app_id}: {status} after {seen:?}"
+        );
+    }
+    assert_eq!(caught[0].1, "10", "{caught:?}");
+    assert_eq!(caught[2].1, "12", "{caught:?}");
+    eprintln!("phases the crashes hit: {caught:?}");
+    let leases = host
+        .sandbox
+        .run("ctr", &["-n", "appunit", "leases", "ls", "-q"]);
+    assert!(String::from_utf8_lossy(&leases.stdout).trim().is_empty());
+    for (app_id, _, _) in cases {
+        assert_eq!(
+            host.call("AppUninstall", &format!("app_id={app_id}"))
+                .await
+                .status,
+            200
+        );
+        let left = host.leftovers(app_id);
+        assert!(left.is_empty(), "{app_id} left behind: {left:?}");
     }
 }

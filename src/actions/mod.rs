@@ -237,6 +237,7 @@ impl Actions {
                     port = record.http_port,
                     "install queued"
                 );
+                self.lifecycle.queued();
                 Ok(record.app_id)
             }
             Err(StoreError::Exists(id, status)) => Err(name_taken(id, status)),

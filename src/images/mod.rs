@@ -544,6 +544,18 @@ impl Puller {
         labels: HashMap<String, String>,
         image: &str,
     ) -> Result<(), PullError> {
+        let lock = self.blob_lock(&document.descriptor.digest);
+        let _held = lock.lock().await;
+        let exists = self
+            .containerd
+            .has_content(&document.descriptor.digest)
+            .await;
+        if exists.map_err(|source| PullError::Containerd {
+            image: image.to_string(),
+            source,
+        })? {
+            return Ok(());
+        }
         let (chunks, receiver) = mpsc::channel(1);
         // The channel holds the one chunk, so this send cannot wait.
         let _ = chunks.try_send(document.bytes.clone());

@@ -357,7 +357,8 @@ impl Lifecycle {
              TimeoutStopSec={stop}\n\
              \n\
              [Install]\n\
-             WantedBy=multi-user.target\n",
+             WantedBy={target}\n",
+            target = self.config.unit_target,
             exe = exe.display(),
             config = config.display(),
             slice = plan::slice_name(app_id),
@@ -565,6 +566,16 @@ impl Lifecycle {
     /// At start-up: installs that were under way when the daemon stopped go back to the
     /// queue, after what they had made is removed (their data stays).
     pub async fn reconcile(&self) {
+        // No pull runs yet: any lease of ours belongs to one a crash interrupted.
+        if let Ok(runtime) = self.runtime().await {
+            match runtime.containerd.release_stale_leases().await {
+                Ok(0) => {}
+                Ok(released) => {
+                    tracing::warn!(released, "released the leases of interrupted pulls")
+                }
+                Err(err) => tracing::error!(%err, "releasing leases of interrupted pulls"),
+            }
+        }
         for phase in [Phase::Pulling, Phase::Creating, Phase::Initing] {
             let Ok(apps) = self.store.with_phase(phase) else {
                 continue;

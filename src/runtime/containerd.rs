@@ -169,6 +169,27 @@ impl Containerd {
         Ok(())
     }
 
+    /// Releases the leases appunit made that no operation holds any more: at daemon
+    /// start, those of operations a crash interrupted. Collects what they held.
+    pub async fn release_stale_leases(&self) -> Result<usize> {
+        let request = api::ListRequest { filters: vec![] };
+        let leases = LeasesClient::new(self.channel.clone())
+            .list(self.request(request, None))
+            .await
+            .map_err(call("Leases.List"))?
+            .into_inner()
+            .leases;
+        let ours: Vec<String> = leases
+            .into_iter()
+            .map(|lease| lease.id)
+            .filter(|id| id.starts_with("appunit-"))
+            .collect();
+        for id in &ours {
+            self.release_lease(Lease { id: id.clone() }, true).await?;
+        }
+        Ok(ours.len())
+    }
+
     /// Whether the content store holds a blob.
     pub async fn has_content(&self, digest: &str) -> Result<bool> {
         let request = InfoRequest {

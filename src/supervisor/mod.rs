@@ -103,9 +103,12 @@ fn notify_status(reason: &str) {
 /// with the app. After a reboot it is made again.
 fn ensure_network(app_id: &str) -> Result<(), String> {
     let name = netns_name(app_id);
-    if !Path::new("/run/netns").join(&name).exists() {
-        run_ip(&["netns", "add", &name])?;
+    if run_ip(&["-n", &name, "link", "set", "lo", "up"]).is_ok() {
+        return Ok(());
     }
+    // Missing, or a stale name whose namespace is gone: make it anew.
+    let _ = run_ip(&["netns", "delete", &name]);
+    run_ip(&["netns", "add", &name])?;
     run_ip(&["-n", &name, "link", "set", "lo", "up"])
 }
 

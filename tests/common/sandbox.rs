@@ -14,6 +14,10 @@ pub struct Sandbox {
     pub pid: u32,
 }
 
+/// The target the sandbox boots: app units are `WantedBy=` it in tests, since the
+/// sandbox does not start multi-user.target (it would start getty on the host's tty).
+pub const TARGET: &str = "appunit-sandbox.target";
+
 /// Runs inside the namespaces: binds the sandbox's folders over the host's, hides the
 /// host's /tmp behind a tmpfs (systemd's boot-time clean-up would empty it otherwise),
 /// then becomes systemd. Passed with `bash -c`, since the script file itself would sit
@@ -31,12 +35,12 @@ mount --bind "$W/etc-appunit" /etc/appunit
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /var/tmp
 mkdir -p /run/systemd/system
-cat > /run/systemd/system/appunit-sandbox.target <<UNIT
+cat > /run/systemd/system/$3 <<UNIT
 [Unit]
 Description=appunit test sandbox
 Wants=dbus.socket containerd.service $2
 UNIT
-exec /lib/systemd/systemd --system --unit=appunit-sandbox.target
+exec /lib/systemd/systemd --system --unit=$3
 "#;
 
 impl Sandbox {
@@ -59,18 +63,10 @@ impl Sandbox {
         for point in ["/var/lib/containerd", "/var/lib/appunit", "/etc/appunit"] {
             std::fs::create_dir_all(point).unwrap();
         }
-        if std::fs::read_dir(root.join("units"))
-            .unwrap()
-            .next()
-            .is_none()
-        {
-            let status = Command::new("cp")
-                .args(["-a", "/etc/systemd/system/."])
-                .arg(root.join("units"))
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
+        // /run starts empty at every boot, as on a real machine. The unit folder starts
+        // empty too: the host's enabled services (a registry, nginx, …) stay out.
+        let _ = std::fs::remove_dir_all(root.join("run"));
+        std::fs::create_dir_all(root.join("run")).unwrap();
         let unshare = Command::new("unshare")
             .args([
                 "--pid",
@@ -85,6 +81,7 @@ impl Sandbox {
             ])
             .arg(root)
             .arg(wants)
+            .arg(TARGET)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
