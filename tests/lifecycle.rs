@@ -306,6 +306,33 @@ async fn install_to_running_and_every_lifecycle_action() {
     assert_eq!(after.len(), 2);
     assert!(before.is_disjoint(&after), "{before:?} → {after:?}");
 
+    // The supervisor dies (not its containers): systemd restarts it, and it takes the
+    // running containers back instead of starting new ones.
+    host.sandbox.systemctl(&[
+        "kill",
+        "-s",
+        "KILL",
+        "--kill-whom=main",
+        "appunit-blog.service",
+    ]);
+    host.watch("blog", Duration::from_secs(5), |s| s["status"] != "running")
+        .await;
+    host.watch("blog", Duration::from_secs(30), |s| {
+        s["status"] == "running"
+    })
+    .await;
+    assert_eq!(host.task_pids(), after);
+
+    // The password stays between root and the API.
+    use std::os::unix::fs::PermissionsExt;
+    for file in ["compose.yaml", "plan.json"] {
+        let mode = std::fs::metadata(host.sandbox.path("appunit/apps/blog").join(file))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
+
     // A stop by hand shows in the next AppStatus, within a second.
     host.sandbox.systemctl(&["stop", "appunit-blog.service"]);
     host.watch("blog", Duration::from_secs(1), |s| s["status"] == "stopped")

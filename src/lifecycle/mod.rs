@@ -257,16 +257,26 @@ impl Lifecycle {
             .set_phase(app_id, Phase::Creating, None)
             .map_err(|e| e.to_string())?;
         let prepared = plan::prepare(app_id, &compose, &images, &folder)?;
-        let write = |path: PathBuf, text: &str| {
-            std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))
+        // compose.yaml and plan.json hold the app's password: root only. Containers read
+        // hosts as whatever user they run as.
+        let write = |path: PathBuf, text: &str, mode: u32| {
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::remove_file(&path);
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(&path)
+                .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+                .map_err(|e| format!("{}: {e}", path.display()))
         };
         for dir in std::iter::once(folder.join("data")).chain(prepared.folders.iter().cloned()) {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        write(folder.join("compose.yaml"), &rendered)?;
-        write(folder.join("hosts"), &prepared.hosts)?;
+        write(folder.join("compose.yaml"), &rendered, 0o600)?;
+        write(folder.join("hosts"), &prepared.hosts, 0o644)?;
         let plan_text = serde_json::to_string_pretty(&prepared.plan).map_err(|e| e.to_string())?;
-        write(folder.join("plan.json"), &plan_text)?;
+        write(folder.join("plan.json"), &plan_text, 0o600)?;
         let labels = HashMap::from([(
             crate::runtime::containerd::APP_LABEL.to_string(),
             app_id.to_string(),
@@ -599,6 +609,7 @@ impl Lifecycle {
                 let _ = self.store.set_phase(&app.app_id, Phase::Queuing, None);
             }
         }
+        self.report_unknown_units();
         if let Ok(runtime) = self.runtime().await
             && let Ok(containers) = runtime.containerd.app_containers(None).await
         {
@@ -613,6 +624,31 @@ impl Lifecycle {
             }
         }
         self.wake.notify_one();
+    }
+}
+
+impl Lifecycle {
+    /// App unit files the store has no record of: reported, not deleted (an operator
+    /// may have restored a backup, or written them on purpose).
+    fn report_unknown_units(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.config.unit_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let Some(app_id) = name
+                .strip_prefix("appunit-")
+                .and_then(|rest| rest.strip_suffix(".service"))
+            else {
+                continue;
+            };
+            if matches!(self.store.get(app_id), Ok(None)) {
+                tracing::warn!(
+                    unit = name,
+                    "an app unit the store does not know: left as it is"
+                );
+            }
+        }
     }
 }
 
