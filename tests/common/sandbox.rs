@@ -2,7 +2,7 @@
 //! /run, containerd state, appunit state, unit folder and /etc/appunit (TESTING.md).
 //! Dropping the sandbox kills that systemd, which ends the whole namespace.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -18,30 +18,6 @@ pub struct Sandbox {
 /// sandbox does not start multi-user.target (it would start getty on the host's tty).
 pub const TARGET: &str = "appunit-sandbox.target";
 
-/// Runs inside the namespaces: binds the sandbox's folders over the host's, hides the
-/// host's /tmp behind a tmpfs (systemd's boot-time clean-up would empty it otherwise),
-/// then becomes systemd. Passed with `bash -c`, since the script file itself would sit
-/// under the /tmp that gets hidden.
-const BOOT: &str = r#"
-set -e
-W=$1
-mount --make-rprivate /
-ip link set lo up 2>/dev/null || true
-mount --bind "$W/run" /run
-mount --bind "$W/containerd" /var/lib/containerd
-mount --bind "$W/appunit" /var/lib/appunit
-mount --bind "$W/units" /etc/systemd/system
-mount --bind "$W/etc-appunit" /etc/appunit
-mount -t tmpfs tmpfs /tmp
-mount -t tmpfs tmpfs /var/tmp
-mkdir -p /run/systemd/system
-cat > /run/systemd/system/$3 <<UNIT
-[Unit]
-Description=appunit test sandbox
-Wants=dbus.socket containerd.service $2
-UNIT
-exec /lib/systemd/systemd --system --unit=$3
-"#;
 
 impl Sandbox {
     /// Boots a sandbox; `wants` are extra units its target pulls in.
@@ -68,17 +44,8 @@ impl Sandbox {
         let _ = std::fs::remove_dir_all(root.join("run"));
         std::fs::create_dir_all(root.join("run")).unwrap();
         let unshare = Command::new("unshare")
-            .args([
-                "--pid",
-                "--mount",
-                "--net",
-                "--fork",
-                "--mount-proc",
-                "bash",
-                "-c",
-                BOOT,
-                "boot",
-            ])
+            .args(["--pid", "--mount", "--net", "--fork", "--mount-proc"])
+            .arg(Path::new(super::REPO).join("scripts/sandbox-boot"))
             .arg(root)
             .arg(wants)
             .arg(TARGET)
