@@ -16,6 +16,10 @@ pub struct Config {
     pub containerd_socket: PathBuf,
     pub containerd_namespace: String,
     pub unit_dir: PathBuf,
+    /// The CNI plugins (bridge, host-local, portmap, firewall).
+    pub cni_plugin_dir: PathBuf,
+    /// Addresses of app network namespaces, on appunit's bridge.
+    pub app_subnet: String,
     /// The target that starts app units at boot (their `WantedBy=`).
     pub unit_target: String,
     /// Installs run at once; 0 pauses the install queue.
@@ -43,6 +47,8 @@ impl Default for Config {
             containerd_socket: "/run/containerd/containerd.sock".into(),
             containerd_namespace: "appunit".into(),
             unit_dir: "/etc/systemd/system".into(),
+            cni_plugin_dir: "/usr/lib/cni".into(),
+            app_subnet: "10.89.0.0/16".into(),
             unit_target: "multi-user.target".into(),
             max_parallel_installs: 2,
             registries: BTreeMap::new(),
@@ -83,6 +89,24 @@ impl Config {
         })
     }
 
+    /// Runtime files of the daemon and its apps (FIFOs, CNI state): beside the socket.
+    pub fn run_dir(&self) -> &Path {
+        self.socket.parent().unwrap_or(Path::new("/run/appunit"))
+    }
+
+    /// An app's runtime folder under `run_dir`.
+    pub fn app_run_dir(&self, app_id: &str) -> PathBuf {
+        self.run_dir().join("apps").join(app_id)
+    }
+
+    pub fn network(&self) -> crate::runtime::net::Network {
+        crate::runtime::net::Network::new(
+            self.cni_plugin_dir.clone(),
+            self.app_subnet.clone(),
+            self.run_dir(),
+        )
+    }
+
     pub fn parse(text: &str) -> Result<Config, String> {
         let deserializer = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {
@@ -104,6 +128,7 @@ impl Config {
             ("state_dir", &self.state_dir),
             ("containerd_socket", &self.containerd_socket),
             ("unit_dir", &self.unit_dir),
+            ("cni_plugin_dir", &self.cni_plugin_dir),
         ] {
             if !path.is_absolute() {
                 return Err(format!("key `{key}`: {path:?} is not an absolute path"));
@@ -112,6 +137,16 @@ impl Config {
         if let Some(dir) = self.catalog_dirs.iter().find(|d| !d.is_absolute()) {
             return Err(format!(
                 "key `catalog_dirs`: {dir:?} is not an absolute path"
+            ));
+        }
+        let subnet_ok = self.app_subnet.split_once('/').is_some_and(|(ip, bits)| {
+            ip.parse::<std::net::Ipv4Addr>().is_ok()
+                && bits.parse::<u8>().is_ok_and(|b| (8..=28).contains(&b))
+        });
+        if !subnet_ok {
+            return Err(format!(
+                "key `app_subnet`: {:?} is not an IPv4 subnet like 10.89.0.0/16",
+                self.app_subnet
             ));
         }
         if !self.unit_target.ends_with(".target") || self.unit_target.contains(['/', ' ']) {

@@ -416,7 +416,7 @@ async fn daemon_stop_reboot_and_kept_data() {
             .systemctl(&["is-active", "appunit-keep.service"]),
         "active"
     );
-    assert_eq!(host.page("keep"), "duo web\n");
+    assert_eq!(host.page("keep"), "duo keep\n");
     host.start_daemon();
     assert_eq!(host.status("keep").await["status"], "running");
     assert_eq!(host.status("halt").await["status"], "stopped");
@@ -434,7 +434,7 @@ async fn daemon_stop_reboot_and_kept_data() {
         })
         .await;
     assert_eq!(status["status_code"], "30");
-    assert_eq!(host.page("keep"), "duo web\n");
+    assert_eq!(host.page("keep"), "duo keep\n");
     assert_eq!(host.status("halt").await["status"], "stopped");
     assert_eq!(
         host.sandbox
@@ -518,4 +518,68 @@ async fn installs_survive_a_daemon_crash_in_every_phase() {
         let left = host.leftovers(app_id);
         assert!(left.is_empty(), "{app_id} left behind: {left:?}");
     }
+}
+
+/// Ports are published on the host: two installs of one app get their own ports and
+/// pages, a port some other program listens on is skipped, and uninstalling leaves no
+/// network namespace, veth, bridge port or iptables rule.
+#[tokio::test]
+async fn apps_are_reachable_on_their_own_ports() {
+    let host = Host::boot();
+    // Something else on the host listens on 9102.
+    host.sandbox
+        .service("squatter", &["/bin/busybox", "httpd", "-f", "-p", "9102"]);
+    host.sandbox.wait_until("the squatter", |s| {
+        String::from_utf8_lossy(&s.run("cat", &["/proc/net/tcp", "/proc/net/tcp6"]).stdout)
+            .contains(":238E ")
+    });
+    for app_id in ["one", "two", "three"] {
+        let query = format!("app_name=duo&customer_app_name={app_id}&app_version=1");
+        assert_eq!(host.call("AppInstall", &query).await.status, 200);
+    }
+    let mut ports = Vec::new();
+    for app_id in ["one", "two", "three"] {
+        let (status, _) = host.watch(app_id, Duration::from_secs(120), settled).await;
+        assert_eq!(status["status"], "running", "{status}");
+        ports.push(status["running_info"]["port"].as_u64().unwrap());
+    }
+    assert_eq!(ports, [9100, 9101, 9103]);
+    let gateway = "10.89.0.1"; // appunit0: an address of the host
+    for (app_id, port) in ["one", "two", "three"].iter().zip(&ports) {
+        for address in ["127.0.0.1", gateway] {
+            let url = format!("http://{address}:{port}/");
+            let out = host.sandbox.run("busybox", &["wget", "-qO-", &url]);
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout),
+                format!("duo {app_id}\n"),
+                "{url}"
+            );
+        }
+    }
+    for app_id in ["one", "two", "three"] {
+        assert_eq!(
+            host.call("AppUninstall", &format!("app_id={app_id}"))
+                .await
+                .status,
+            200
+        );
+    }
+    let netns = host.sandbox.run("ip", &["netns", "list"]);
+    assert!(!String::from_utf8_lossy(&netns.stdout).contains("appunit-"));
+    let links =
+        String::from_utf8_lossy(&host.sandbox.run("ip", &["-o", "link"]).stdout).to_string();
+    assert!(!links.contains("veth"), "{links}");
+    let bridge_ports = host
+        .sandbox
+        .run("ip", &["link", "show", "master", "appunit0"]);
+    assert!(
+        String::from_utf8_lossy(&bridge_ports.stdout)
+            .trim()
+            .is_empty()
+    );
+    let rules = String::from_utf8_lossy(&host.sandbox.run("iptables-save", &[]).stdout).to_string();
+    for app_id in ["one", "two", "three"] {
+        assert!(!rules.contains(&format!("appunit-{app_id}")), "{rules}");
+    }
+    assert!(!rules.contains("dport 9100"), "{rules}");
 }

@@ -307,7 +307,15 @@ impl Service {
         self.ports
             .iter()
             .filter_map(|p| parse_port(&sample(p)).ok())
-            .map(|(_, container)| container)
+            .map(|port| port.container)
+            .collect()
+    }
+
+    /// The `ports` of a rendered service (its variables filled in).
+    pub fn port_specs(&self) -> Result<Vec<PortSpec>, String> {
+        self.ports
+            .iter()
+            .map(|p| parse_port(p).map_err(|e| format!("ports: {p:?}: {e}")))
             .collect()
     }
 }
@@ -330,12 +338,21 @@ fn sample(text: &str) -> String {
     .unwrap_or_default()
 }
 
-/// `[ip:]host:container[/proto]` or `container[/proto]`: returns (host, container) ports.
-fn parse_port(spec: &str) -> Result<(Option<u16>, u16), String> {
+/// A `ports` entry: `[ip:]host:container[/proto]` or `container[/proto]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortSpec {
+    pub host: Option<u16>,
+    pub container: u16,
+    pub protocol: &'static str,
+}
+
+fn parse_port(spec: &str) -> Result<PortSpec, String> {
     let (ports, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
-    if proto != "tcp" && proto != "udp" {
-        return Err(format!("protocol {proto:?} is neither tcp nor udp"));
-    }
+    let protocol = match proto {
+        "tcp" => "tcp",
+        "udp" => "udp",
+        other => return Err(format!("protocol {other:?} is neither tcp nor udp")),
+    };
     let number = |text: &str| {
         text.parse::<u16>()
             .ok()
@@ -343,11 +360,16 @@ fn parse_port(spec: &str) -> Result<(Option<u16>, u16), String> {
             .ok_or_else(|| format!("{text:?} is not a port number"))
     };
     let parts: Vec<&str> = ports.rsplitn(3, ':').collect();
-    match parts.as_slice() {
-        [container] => Ok((None, number(container)?)),
-        [container, host] | [container, host, _] => Ok((Some(number(host)?), number(container)?)),
-        _ => Err("empty".into()),
-    }
+    let (host, container) = match parts.as_slice() {
+        [container] => (None, number(container)?),
+        [container, host] | [container, host, _] => (Some(number(host)?), number(container)?),
+        _ => return Err("empty".into()),
+    };
+    Ok(PortSpec {
+        host,
+        container,
+        protocol,
+    })
 }
 
 fn check_volume(spec: &str, compose: &Compose) -> Result<(), String> {
@@ -538,9 +560,19 @@ volumes:
 
     #[test]
     fn port_forms() {
-        assert_eq!(parse_port("8080:80"), Ok((Some(8080), 80)));
-        assert_eq!(parse_port("127.0.0.1:8080:80/tcp"), Ok((Some(8080), 80)));
-        assert_eq!(parse_port("53/udp"), Ok((None, 53)));
+        let spec = |host, container, protocol| {
+            Ok(PortSpec {
+                host,
+                container,
+                protocol,
+            })
+        };
+        assert_eq!(parse_port("8080:80"), spec(Some(8080), 80, "tcp"));
+        assert_eq!(
+            parse_port("127.0.0.1:8080:80/tcp"),
+            spec(Some(8080), 80, "tcp")
+        );
+        assert_eq!(parse_port("53/udp"), spec(None, 53, "udp"));
         assert!(parse_port("80/sctp").is_err());
         assert!(parse_port("0:80").is_err());
     }

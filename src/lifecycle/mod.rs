@@ -546,17 +546,22 @@ impl Lifecycle {
             }
             Err(err) => failures.push(err.to_string()),
         }
-        if Path::new("/run/netns").join(netns_name(app_id)).exists()
-            && let Err(err) = crate::supervisor::run_ip(&["netns", "delete", &netns_name(app_id)])
-        {
-            failures.push(err);
+        let netns = Path::new("/run/netns").join(netns_name(app_id));
+        if netns.exists() {
+            // The ports to unpublish are in the plan; a plan that is gone had none up.
+            let ports = std::fs::read(crate::supervisor::plan_path(&self.config, app_id))
+                .ok()
+                .and_then(|bytes| serde_json::from_slice::<AppPlan>(&bytes).ok())
+                .map(|plan| plan.ports)
+                .unwrap_or_default();
+            if let Err(err) = self.config.network().detach(app_id, &netns, &ports) {
+                failures.push(err);
+            }
+            if let Err(err) = crate::supervisor::run_ip(&["netns", "delete", &netns_name(app_id)]) {
+                failures.push(err);
+            }
         }
-        let run_dir = self
-            .config
-            .socket
-            .parent()
-            .unwrap_or(Path::new("/run/appunit"));
-        let _ = std::fs::remove_dir_all(run_dir.join("apps").join(app_id));
+        let _ = std::fs::remove_dir_all(self.config.app_run_dir(app_id));
         if delete_image {
             images.sort();
             images.dedup();

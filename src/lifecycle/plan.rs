@@ -4,6 +4,7 @@
 
 use crate::catalog::compose::{Command, Compose, Condition, Environment, Service};
 use crate::images::PulledImage;
+use crate::runtime::net::PortMapping;
 use crate::runtime::oci::{self, Bind, RunSettings};
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
@@ -32,6 +33,8 @@ pub fn container_id(app_id: &str, service: &str) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct AppPlan {
     pub app_id: String,
+    /// Ports published on the host, for the whole app.
+    pub ports: Vec<PortMapping>,
     /// In start order: each after everything it depends on.
     pub services: Vec<ServicePlan>,
 }
@@ -93,6 +96,7 @@ pub fn prepare(
     );
     let mut plan = AppPlan {
         app_id: app_id.to_string(),
+        ports: Vec::new(),
         services: Vec::new(),
     };
     let mut containers = Vec::new();
@@ -120,6 +124,15 @@ pub fn prepare(
                 folders.push(bind.source.clone());
             }
             binds.push(bind);
+        }
+        for port in service.port_specs().map_err(|e| format!("{name}: {e}"))? {
+            if let Some(host_port) = port.host {
+                plan.ports.push(PortMapping {
+                    host_port,
+                    container_port: port.container,
+                    protocol: port.protocol.to_string(),
+                });
+            }
         }
         let run = RunSettings {
             hostname: name.to_string(),
@@ -326,6 +339,7 @@ volumes:
         assert_eq!(order, ["db", "web"]);
         let (db, web) = (&prepared.plan.services[0], &prepared.plan.services[1]);
         assert_eq!(db.container_id, "blog-db");
+        assert!(prepared.plan.ports.is_empty(), "APP has no host ports");
         assert_eq!(db.stop_signal, 2);
         let health = db.health.as_ref().unwrap();
         assert_eq!(health.args, ["/bin/sh", "-c", "test -f /tmp/ready"]);

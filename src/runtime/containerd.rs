@@ -433,8 +433,27 @@ impl Containerd {
             parent: parent_chain.into(),
             labels: HashMap::new(),
         };
+        // Until the container record refers to it, only a lease keeps the new snapshot
+        // from garbage collection (which another app's pull may trigger any moment).
+        let lease = self.create_lease("create").await?;
+        let created = self
+            .create_container_under(&lease, id, image, prepare, spec, labels)
+            .await;
+        self.release_lease(lease, false).await?;
+        created
+    }
+
+    async fn create_container_under(
+        &self,
+        lease: &Lease,
+        id: &str,
+        image: &str,
+        prepare: PrepareSnapshotRequest,
+        spec: &oci_spec::runtime::Spec,
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
-        match snapshots.prepare(self.request(prepare, None)).await {
+        match snapshots.prepare(self.request(prepare, Some(lease))).await {
             Ok(_) => {}
             Err(status) if status.code() == Code::AlreadyExists => {}
             Err(status) => return Err(call("Snapshots.Prepare")(status)),
@@ -469,7 +488,7 @@ impl Containerd {
             container: Some(container),
         };
         ContainersClient::new(self.channel.clone())
-            .create(self.request(request, None))
+            .create(self.request(request, Some(lease)))
             .await
             .map_err(call("Containers.Create"))?;
         Ok(())

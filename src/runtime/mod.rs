@@ -1,5 +1,6 @@
 //! Runtime backends: the host services appunit drives.
 
 pub mod containerd;
+pub mod net;
 pub mod oci;
 pub mod systemd;

@@ -49,9 +49,8 @@ pub async fn supervise(config: &Config, app_id: &str) -> Result<(), String> {
     let containerd = Containerd::connect(&config.containerd_socket, &config.containerd_namespace)
         .await
         .map_err(|e| e.to_string())?;
-    ensure_network(app_id)?;
-    let run_dir = config.socket.parent().unwrap_or(Path::new("/run/appunit"));
-    let io_dir = run_dir.join("apps").join(app_id);
+    ensure_network(config, &plan)?;
+    let io_dir = config.app_run_dir(app_id);
     std::fs::create_dir_all(&io_dir).map_err(|e| format!("{}: {e}", io_dir.display()))?;
     let mut supervisor = Supervisor {
         containerd,
@@ -99,17 +98,20 @@ fn notify_status(reason: &str) {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(reason)]);
 }
 
-/// The app's network namespace; it outlives the unit (a restart keeps it) and goes
-/// with the app. After a reboot it is made again.
-fn ensure_network(app_id: &str) -> Result<(), String> {
-    let name = netns_name(app_id);
-    if run_ip(&["-n", &name, "link", "set", "lo", "up"]).is_ok() {
+/// The app's network namespace, attached to appunit's bridge with its ports published.
+/// It outlives the unit (a restart keeps it) and goes with the app; after a reboot it is
+/// made again.
+fn ensure_network(config: &Config, plan: &AppPlan) -> Result<(), String> {
+    let name = netns_name(&plan.app_id);
+    if run_ip(&["-n", &name, "link", "show", "eth0"]).is_ok() {
         return Ok(());
     }
-    // Missing, or a stale name whose namespace is gone: make it anew.
+    // Missing, half made, or a stale name whose namespace is gone: make it anew.
     let _ = run_ip(&["netns", "delete", &name]);
     run_ip(&["netns", "add", &name])?;
-    run_ip(&["-n", &name, "link", "set", "lo", "up"])
+    run_ip(&["-n", &name, "link", "set", "lo", "up"])?;
+    let path = Path::new("/run/netns").join(&name);
+    config.network().attach(&plan.app_id, &path, &plan.ports)
 }
 
 pub fn run_ip(args: &[&str]) -> Result<(), String> {

@@ -18,7 +18,6 @@ pub struct Sandbox {
 /// sandbox does not start multi-user.target (it would start getty on the host's tty).
 pub const TARGET: &str = "appunit-sandbox.target";
 
-
 impl Sandbox {
     /// Boots a sandbox; `wants` are extra units its target pulls in.
     pub fn boot(wants: &str) -> Sandbox {
