@@ -4,8 +4,8 @@
 mod common;
 
 use common::images::{Layer, build_image_in};
-use common::sandbox::{Sandbox, TARGET};
-use common::{Call, REPO, Reply};
+use common::sandbox::{APPUNITD_INSIDE, REPO_INSIDE, Sandbox, TARGET};
+use common::{Call, Reply};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -46,13 +46,13 @@ impl Host {
         publish_images(&sandbox);
         let host = Host::on(sandbox);
         let config = format!(
-            "catalog_dirs = [\"{REPO}/tests/fixtures/catalog\"]\npublic_host = \"127.0.0.1\"\n\
+            "catalog_dirs = [\"{REPO_INSIDE}/tests/fixtures/catalog\"]\npublic_host = \"127.0.0.1\"\n\
              unit_target = \"{TARGET}\"\n[registries.\"127.0.0.1:5000\"]\ninsecure = true\n"
         );
         std::fs::write(host.sandbox.path("etc-appunit/config.toml"), config).unwrap();
         let unit = format!(
             "[Service]\nType=notify\nExecStart={} --config /etc/appunit/config.toml\n",
-            env!("CARGO_BIN_EXE_appunitd")
+            APPUNITD_INSIDE
         );
         std::fs::write(host.sandbox.path("units/appunitd.service"), unit).unwrap();
         host.sandbox.systemctl(&["daemon-reload"]);

@@ -14,6 +14,10 @@ pub struct Sandbox {
     pub pid: u32,
 }
 
+/// Inside the sandbox, this repository and the folder of the appunitd under test.
+pub const REPO_INSIDE: &str = "/run/appunit-repo";
+pub const APPUNITD_INSIDE: &str = "/run/appunit-bin/appunitd";
+
 /// The target the sandbox boots: app units are `WantedBy=` it in tests, since the
 /// sandbox does not start multi-user.target (it would start getty on the host's tty).
 pub const TARGET: &str = "appunit-sandbox.target";
@@ -48,6 +52,8 @@ impl Sandbox {
             .arg(root)
             .arg(wants)
             .arg(TARGET)
+            .arg(super::REPO)
+            .arg(Path::new(env!("CARGO_BIN_EXE_appunitd")).parent().unwrap())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
