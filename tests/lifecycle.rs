@@ -583,3 +583,52 @@ async fn apps_are_reachable_on_their_own_ports() {
     }
     assert!(!rules.contains("dport 9100"), "{rules}");
 }
+
+/// 20 installs at once: 20 distinct ports, and every app reaches running.
+#[tokio::test]
+async fn twenty_concurrent_installs_all_run() {
+    let host = Host::boot();
+    let host = std::sync::Arc::new(host);
+    let names: Vec<String> = (0..20).map(|i| format!("app{i:02}")).collect();
+    let mut calls = Vec::new();
+    for name in &names {
+        let (host, name) = (host.clone(), name.clone());
+        calls.push(tokio::spawn(async move {
+            let query = format!("app_name=duo&customer_app_name={name}&app_version=1");
+            host.call("AppInstall", &query).await.status
+        }));
+    }
+    for call in calls {
+        assert_eq!(call.await.unwrap(), 200);
+    }
+    let mut ports = std::collections::BTreeMap::new();
+    for name in &names {
+        let (status, _) = host.watch(name, Duration::from_secs(300), settled).await;
+        assert_eq!(status["status"], "running", "{status}");
+        ports.insert(
+            name.clone(),
+            status["running_info"]["port"].as_u64().unwrap(),
+        );
+    }
+    let distinct: BTreeSet<u64> = ports.values().copied().collect();
+    assert_eq!(distinct.len(), 20, "{ports:?}");
+    for (name, port) in &ports {
+        let out = host.sandbox.run(
+            "busybox",
+            &["wget", "-qO-", &format!("http://127.0.0.1:{port}/")],
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            format!("duo {name}\n")
+        );
+    }
+    for name in &names {
+        assert_eq!(
+            host.call("AppUninstall", &format!("app_id={name}"))
+                .await
+                .status,
+            200
+        );
+        assert!(host.leftovers(name).is_empty());
+    }
+}
