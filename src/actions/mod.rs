@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::error::AppError;
 use crate::host;
 use crate::images::progress::ProgressInfo;
-use crate::lifecycle::{Lifecycle, Status};
+use crate::lifecycle::{Change, Lifecycle, Status};
 use crate::messages::{Language, message};
 use crate::store::{AppRecord, NewApp, Phase, Store, StoreError};
 use params::Params;
@@ -277,11 +277,12 @@ impl Actions {
                 )));
             }
         }
-        match action {
-            Action::Start => self.lifecycle.start(app_id).await?,
-            Action::Stop => self.lifecycle.stop(app_id).await?,
-            _ => self.lifecycle.restart(app_id).await?,
-        }
+        let change = match action {
+            Action::Start => Change::Start,
+            Action::Stop => Change::Stop,
+            _ => Change::Restart,
+        };
+        self.lifecycle.change(app_id, change).await?;
         Ok(app_id.to_string())
     }
 

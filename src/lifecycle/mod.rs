@@ -62,6 +62,14 @@ impl Status {
     }
 }
 
+/// What AppStart, AppStop and AppRestart ask of an installed app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Start,
+    Stop,
+    Restart,
+}
+
 /// What AppStatus shows of an app's state.
 pub struct Truth {
     pub status: Status,
@@ -447,43 +455,22 @@ impl Lifecycle {
         }
     }
 
-    /// AppStart: the unit starts, and starts again at boot.
-    pub async fn start(&self, app_id: &str) -> Result<(), AppError> {
+    /// AppStart, AppStop or AppRestart, once the unit reached its state. AppStop is
+    /// sticky: the unit is disabled, so it stays down at boot too, until AppStart.
+    pub async fn change(&self, app_id: &str, change: Change) -> Result<(), AppError> {
         let runtime = self.runtime().await?;
-        let unit = unit_name(app_id);
-        runtime
-            .systemd
-            .enable(&unit)
-            .await
-            .map_err(container_error)?;
-        runtime.systemd.start(&unit).await.map_err(container_error)
-    }
-
-    /// AppStop: the unit stops and stays stopped, at boot too, until AppStart.
-    pub async fn stop(&self, app_id: &str) -> Result<(), AppError> {
-        let runtime = self.runtime().await?;
-        let unit = unit_name(app_id);
-        runtime
-            .systemd
-            .disable(&unit)
-            .await
-            .map_err(container_error)?;
-        runtime.systemd.stop(&unit).await.map_err(container_error)
-    }
-
-    pub async fn restart(&self, app_id: &str) -> Result<(), AppError> {
-        let runtime = self.runtime().await?;
-        let unit = unit_name(app_id);
-        runtime
-            .systemd
-            .enable(&unit)
-            .await
-            .map_err(container_error)?;
-        runtime
-            .systemd
-            .restart(&unit)
-            .await
-            .map_err(container_error)
+        let (unit, systemd) = (unit_name(app_id), &runtime.systemd);
+        match change {
+            Change::Stop => systemd.disable(&unit).await,
+            Change::Start | Change::Restart => systemd.enable(&unit).await,
+        }
+        .map_err(container_error)?;
+        match change {
+            Change::Start => systemd.start(&unit).await,
+            Change::Stop => systemd.stop(&unit).await,
+            Change::Restart => systemd.restart(&unit).await,
+        }
+        .map_err(container_error)
     }
 
     /// AppUninstall, in any phase: an install under way is stopped first.

@@ -67,6 +67,19 @@ impl ContainerdError {
 
 type Result<T> = std::result::Result<T, ContainerdError>;
 
+/// A call whose NotFound means "there is none": for lookups, and for removing what
+/// may be gone already.
+fn unless_missing<T>(
+    result: std::result::Result<tonic::Response<T>, Status>,
+    name: &'static str,
+) -> Result<Option<T>> {
+    match result {
+        Ok(response) => Ok(Some(response.into_inner())),
+        Err(status) if status.code() == Code::NotFound => Ok(None),
+        Err(status) => Err(call(name)(status)),
+    }
+}
+
 fn call(name: &'static str) -> impl Fn(Status) -> ContainerdError {
     move |status| ContainerdError::Call { call: name, status }
 }
@@ -195,14 +208,13 @@ impl Containerd {
         let request = InfoRequest {
             digest: digest.to_string(),
         };
-        match ContentClient::new(self.channel.clone())
-            .info(self.request(request, None))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(status) if status.code() == Code::NotFound => Ok(false),
-            Err(status) => Err(call("Content.Info")(status)),
-        }
+        Ok(unless_missing(
+            ContentClient::new(self.channel.clone())
+                .info(self.request(request, None))
+                .await,
+            "Content.Info",
+        )?
+        .is_some())
     }
 
     /// Streams one blob into the content store. containerd checks `digest` and `size`
@@ -269,14 +281,13 @@ impl Containerd {
             snapshotter: SNAPSHOTTER.into(),
             key: key.into(),
         };
-        match SnapshotsClient::new(self.channel.clone())
-            .stat(self.request(request, None))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(status) if status.code() == Code::NotFound => Ok(false),
-            Err(status) => Err(call("Snapshots.Stat")(status)),
-        }
+        Ok(unless_missing(
+            SnapshotsClient::new(self.channel.clone())
+                .stat(self.request(request, None))
+                .await,
+            "Snapshots.Stat",
+        )?
+        .is_some())
     }
 
     /// Unpacks one layer onto `parent` and commits it as `chain_id`. Returns the digest
@@ -390,14 +401,14 @@ impl Containerd {
     /// The descriptor an image name points at, if the image exists.
     pub async fn image_target(&self, name: &str) -> Result<Option<Descriptor>> {
         let request = GetImageRequest { name: name.into() };
-        match ImagesClient::new(self.channel.clone())
-            .get(self.request(request, None))
-            .await
-        {
-            Ok(response) => Ok(response.into_inner().image.and_then(|i| i.target)),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(call("Images.Get")(status)),
-        }
+        Ok(unless_missing(
+            ImagesClient::new(self.channel.clone())
+                .get(self.request(request, None))
+                .await,
+            "Images.Get",
+        )?
+        .and_then(|response| response.image)
+        .and_then(|image| image.target))
     }
 
     /// Deletes an image record and collects what only it held.
@@ -407,14 +418,13 @@ impl Containerd {
             sync: true,
             target: None,
         };
-        match ImagesClient::new(self.channel.clone())
-            .delete(self.request(request, None))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(status) if status.code() == Code::NotFound => Ok(()),
-            Err(status) => Err(call("Images.Delete")(status)),
-        }
+        unless_missing(
+            ImagesClient::new(self.channel.clone())
+                .delete(self.request(request, None))
+                .await,
+            "Images.Delete",
+        )?;
+        Ok(())
     }
 
     /// Creates a container: its snapshot on top of `parent_chain` (the image's top
@@ -498,26 +508,23 @@ impl Containerd {
     pub async fn delete_container(&self, id: &str) -> Result<()> {
         self.delete_task(id).await?;
         let request = DeleteContainerRequest { id: id.into() };
-        match ContainersClient::new(self.channel.clone())
-            .delete(self.request(request, None))
-            .await
-        {
-            Ok(_) => {}
-            Err(status) if status.code() == Code::NotFound => {}
-            Err(status) => return Err(call("Containers.Delete")(status)),
-        }
+        unless_missing(
+            ContainersClient::new(self.channel.clone())
+                .delete(self.request(request, None))
+                .await,
+            "Containers.Delete",
+        )?;
         let request = RemoveSnapshotRequest {
             snapshotter: SNAPSHOTTER.into(),
             key: id.into(),
         };
-        match SnapshotsClient::new(self.channel.clone())
-            .remove(self.request(request, None))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(status) if status.code() == Code::NotFound => Ok(()),
-            Err(status) => Err(call("Snapshots.Remove")(status)),
-        }
+        unless_missing(
+            SnapshotsClient::new(self.channel.clone())
+                .remove(self.request(request, None))
+                .await,
+            "Snapshots.Remove",
+        )?;
+        Ok(())
     }
 
     /// Creates the container's task (its process, not started yet) with stdout and
@@ -568,14 +575,13 @@ impl Containerd {
             signal,
             all: false,
         };
-        match TasksClient::new(self.channel.clone())
-            .kill(self.request(request, None))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(status) if status.code() == Code::NotFound => Ok(()),
-            Err(status) => Err(call("Tasks.Kill")(status)),
-        }
+        unless_missing(
+            TasksClient::new(self.channel.clone())
+                .kill(self.request(request, None))
+                .await,
+            "Tasks.Kill",
+        )?;
+        Ok(())
     }
 
     /// Waits for the task to exit; its exit status.
@@ -596,14 +602,13 @@ impl Containerd {
         let request = DeleteTaskRequest {
             container_id: id.into(),
         };
-        match TasksClient::new(self.channel.clone())
-            .delete(self.request(request, None))
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(status) if status.code() == Code::NotFound => Ok(()),
-            Err(status) => Err(call("Tasks.Delete")(status)),
-        }
+        unless_missing(
+            TasksClient::new(self.channel.clone())
+                .delete(self.request(request, None))
+                .await,
+            "Tasks.Delete",
+        )?;
+        Ok(())
     }
 
     /// Runs `process` inside the running container `id` and returns its exit status:
@@ -671,17 +676,15 @@ impl Containerd {
             container_id: id.into(),
             exec_id: String::new(),
         };
-        match TasksClient::new(self.channel.clone())
-            .get(self.request(request, None))
-            .await
-        {
-            Ok(response) => Ok(response
-                .into_inner()
-                .process
-                .is_some_and(|p| p.status == containerd_client::types::v1::Status::Running as i32)),
-            Err(status) if status.code() == Code::NotFound => Ok(false),
-            Err(status) => Err(call("Tasks.Get")(status)),
-        }
+        let task = unless_missing(
+            TasksClient::new(self.channel.clone())
+                .get(self.request(request, None))
+                .await,
+            "Tasks.Get",
+        )?;
+        Ok(task
+            .and_then(|response| response.process)
+            .is_some_and(|p| p.status == containerd_client::types::v1::Status::Running as i32))
     }
 
     /// appunit's containers: those of one app, or of every app.
