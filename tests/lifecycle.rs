@@ -50,11 +50,23 @@ impl Host {
              unit_target = \"{TARGET}\"\n[registries.\"127.0.0.1:5000\"]\ninsecure = true\n"
         );
         std::fs::write(host.sandbox.path("etc-appunit/config.toml"), config).unwrap();
-        let unit = format!(
-            "[Service]\nType=notify\nExecStart={} --config /etc/appunit/config.toml\n",
-            APPUNITD_INSIDE
-        );
-        std::fs::write(host.sandbox.path("units/appunitd.service"), unit).unwrap();
+        // The shipped units, with appunitd where the sandbox sees it.
+        let systemd = std::path::Path::new(common::REPO).join("systemd");
+        let service = std::fs::read_to_string(systemd.join("appunitd.service"))
+            .unwrap()
+            .replace("/usr/bin/appunitd", APPUNITD_INSIDE);
+        std::fs::write(host.sandbox.path("units/appunitd.service"), service).unwrap();
+        std::fs::copy(
+            systemd.join("appunitd.socket"),
+            host.sandbox.path("units/appunitd.socket"),
+        )
+        .unwrap();
+        // Group appunit owns the socket (the package's sysusers file makes it).
+        let sysusers = std::process::Command::new("systemd-sysusers")
+            .arg(systemd.join("appunit.sysusers"))
+            .status()
+            .unwrap();
+        assert!(sysusers.success());
         host.sandbox.systemctl(&["daemon-reload"]);
         host.start_daemon();
         host
@@ -92,14 +104,32 @@ impl Host {
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
+    /// Starts appunitd.socket; the first request starts appunitd (socket activation),
+    /// which this makes at once, so the daemon reconciles before the test goes on.
     fn start_daemon(&self) {
-        let out = self
-            .sandbox
-            .run("systemctl", &["start", "appunitd.service"]);
+        let out = self.sandbox.run("systemctl", &["start", "appunitd.socket"]);
         assert!(
             out.status.success(),
-            "starting appunitd: {}",
+            "starting appunitd.socket: {}",
             String::from_utf8_lossy(&out.stderr)
+        );
+        let socket = self.sandbox.path("run/appunit/appunit.sock");
+        let reply = std::process::Command::new("curl")
+            .args([
+                "-sf",
+                "--unix-socket",
+                socket.to_str().unwrap(),
+                "http://appunit/AppList",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            reply.status.success(),
+            "the first request did not start appunitd"
+        );
+        assert_eq!(
+            self.sandbox.systemctl(&["is-active", "appunitd.service"]),
+            "active"
         );
     }
 
@@ -219,6 +249,14 @@ fn settled(status: &serde_json::Value) -> bool {
 #[tokio::test]
 async fn install_to_running_and_every_lifecycle_action() {
     let host = Host::boot();
+    // appunitd.socket made the socket: 0660, group appunit.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let socket = std::fs::metadata(host.sandbox.path("run/appunit/appunit.sock")).unwrap();
+    let group = nix::unistd::Group::from_name("appunit").unwrap().unwrap();
+    assert_eq!(
+        (socket.permissions().mode() & 0o777, socket.gid()),
+        (0o660, group.gid.as_raw())
+    );
     let reply = host
         .call(
             "AppInstall",
@@ -324,7 +362,6 @@ async fn install_to_running_and_every_lifecycle_action() {
     assert_eq!(host.task_pids(), after);
 
     // The password stays between root and the API.
-    use std::os::unix::fs::PermissionsExt;
     for file in ["compose.yaml", "plan.json"] {
         let mode = std::fs::metadata(host.sandbox.path("appunit/apps/blog").join(file))
             .unwrap()
