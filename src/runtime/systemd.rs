@@ -80,13 +80,19 @@ impl Job {
     }
 }
 
+#[derive(Clone)]
+struct Proxies {
+    unit: UnitProxy<'static>,
+    service: ServiceProxy<'static>,
+}
+
 pub struct Systemd {
     manager: ManagerProxy<'static>,
     connection: zbus::Connection,
     unit_dir: PathBuf,
     /// Unit proxies cache their properties and update them from PropertiesChanged, so a
     /// state read after the first is free of bus round trips and never stale.
-    units: Mutex<HashMap<String, UnitProxy<'static>>>,
+    units: Mutex<HashMap<String, Proxies>>,
 }
 
 impl Systemd {
@@ -221,38 +227,45 @@ impl Systemd {
     }
 
     async fn service(&self, unit: &str) -> Result<ServiceProxy<'static>> {
-        let path = self.unit(unit).await?.inner().path().to_owned();
-        ServiceProxy::builder(&self.connection)
-            .path(path)
-            .build()
-            .await
-            .map_err(call_error("Service", unit))
+        Ok(self.proxies(unit).await?.service)
     }
 
     async fn unit(&self, unit: &str) -> Result<UnitProxy<'static>> {
-        if let Some(proxy) = self
+        Ok(self.proxies(unit).await?.unit)
+    }
+
+    /// The unit's proxies, made once: after that, reading its state costs no bus trip.
+    async fn proxies(&self, unit: &str) -> Result<Proxies> {
+        if let Some(proxies) = self
             .units
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(unit)
         {
-            return Ok(proxy.clone());
+            return Ok(proxies.clone());
         }
         let path = self
             .manager
             .load_unit(unit.to_string())
             .await
             .map_err(call_error("LoadUnit", unit))?;
-        let proxy = UnitProxy::builder(&self.connection)
-            .path(path)
-            .build()
-            .await
-            .map_err(call_error("LoadUnit", unit))?;
+        let proxies = Proxies {
+            unit: UnitProxy::builder(&self.connection)
+                .path(path.clone())
+                .build()
+                .await
+                .map_err(call_error("LoadUnit", unit))?,
+            service: ServiceProxy::builder(&self.connection)
+                .path(path)
+                .build()
+                .await
+                .map_err(call_error("LoadUnit", unit))?,
+        };
         self.units
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(unit.to_string(), proxy.clone());
-        Ok(proxy)
+            .insert(unit.to_string(), proxies.clone());
+        Ok(proxies)
     }
 
     async fn reload(&self, unit: &str) -> Result<()> {
