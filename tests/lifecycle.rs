@@ -570,10 +570,28 @@ async fn apps_are_reachable_on_their_own_ports() {
         String::from_utf8_lossy(&s.run("cat", &["/proc/net/tcp", "/proc/net/tcp6"]).stdout)
             .contains(":238E ")
     });
-    for app_id in ["one", "two", "three"] {
+    for app_id in ["one", "two"] {
         let query = format!("app_name=duo&customer_app_name={app_id}&app_version=1");
         assert_eq!(host.call("AppInstall", &query).await.status, 200);
     }
+    // The third through the command line, which follows the install until it runs.
+    let cli = std::process::Command::new(env!("CARGO_BIN_EXE_appunit"))
+        .arg("--socket")
+        .arg(host.sandbox.path("run/appunit/appunit.sock"))
+        .args(["install", "duo", "--name", "three", "--version", "1"])
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    assert!(printed.contains("three (Duo 1): running"), "{printed}");
+    assert!(
+        printed.contains("url:      http://127.0.0.1:9103"),
+        "{printed}"
+    );
     let mut ports = Vec::new();
     for app_id in ["one", "two", "three"] {
         let (status, _) = host.watch(app_id, Duration::from_secs(120), settled).await;
@@ -593,7 +611,55 @@ async fn apps_are_reachable_on_their_own_ports() {
             );
         }
     }
-    for app_id in ["one", "two", "three"] {
+    // In a terminal (tmux), the install shows a live bar: bytes while pulling, then the
+    // phase, and at the end the URL.
+    let session = format!("appunit-cli-{}", std::process::id());
+    let command = format!(
+        "{} --socket {} install duo --name four --version 2; sleep 60",
+        env!("CARGO_BIN_EXE_appunit"),
+        host.sandbox.path("run/appunit/appunit.sock").display()
+    );
+    let tmux = |args: &[&str]| {
+        std::process::Command::new("tmux")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let started = tmux(&[
+        "new-session",
+        "-d",
+        "-s",
+        &session,
+        "-x",
+        "120",
+        "-y",
+        "30",
+        &command,
+    ]);
+    assert!(started.status.success());
+    let mut screens = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while Instant::now() < deadline {
+        let screen = tmux(&["capture-pane", "-p", "-t", &session]).stdout;
+        let screen = String::from_utf8_lossy(&screen).to_string();
+        let done = screen.contains("url:");
+        screens.push(screen);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tmux(&["kill-session", "-t", &session]);
+    let last = screens.last().cloned().unwrap_or_default();
+    assert!(last.contains("four (Duo 2): running"), "{last}");
+    assert!(last.contains("url:      http://127.0.0.1:9104"), "{last}");
+    let pulling = screens.iter().filter(|s| s.contains("pulling"));
+    assert!(
+        pulling.clone().any(|s| s.contains("MiB/")),
+        "no byte progress: {screens:?}"
+    );
+
+    for app_id in ["one", "two", "three", "four"] {
         assert_eq!(
             host.call("AppUninstall", &format!("app_id={app_id}"))
                 .await
@@ -615,7 +681,7 @@ async fn apps_are_reachable_on_their_own_ports() {
             .is_empty()
     );
     let rules = String::from_utf8_lossy(&host.sandbox.run("iptables-save", &[]).stdout).to_string();
-    for app_id in ["one", "two", "three"] {
+    for app_id in ["one", "two", "three", "four"] {
         assert!(!rules.contains(&format!("appunit-{app_id}")), "{rules}");
     }
     assert!(!rules.contains("dport 9100"), "{rules}");
