@@ -10,10 +10,10 @@ use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, Container, CreateContainerRequest, CreateImageRequest, CreateTaskRequest,
-    DeleteContainerRequest, DeleteImageRequest, DeleteProcessRequest, DeleteTaskRequest,
-    ExecProcessRequest, GetImageRequest, GetRequest, Image, InfoRequest, KillRequest,
-    ListContainersRequest, StartRequest, UpdateImageRequest, WaitRequest, WriteAction,
+    AbortRequest, ApplyRequest, Container, CreateContainerRequest, CreateImageRequest,
+    CreateTaskRequest, DeleteContainerRequest, DeleteImageRequest, DeleteProcessRequest,
+    DeleteTaskRequest, ExecProcessRequest, GetImageRequest, GetRequest, Image, InfoRequest,
+    KillRequest, ListContainersRequest, StartRequest, UpdateImageRequest, WaitRequest, WriteAction,
     WriteContentRequest, containers_client::ContainersClient, content_client::ContentClient,
     diff_client::DiffClient, images_client::ImagesClient, leases_client::LeasesClient,
     tasks_client::TasksClient, version_client::VersionClient,
@@ -229,6 +229,17 @@ impl Containerd {
     ) -> Result<()> {
         let (requests, outgoing) = mpsc::channel::<WriteContentRequest>(4);
         let reference = format!("appunit-{digest}");
+        // A write a crash interrupted leaves its ingest behind, at some offset; this one
+        // starts from zero. (Callers hold the blob's lock: no live writer is aborted.)
+        let abort = AbortRequest {
+            r#ref: reference.clone(),
+        };
+        unless_missing(
+            ContentClient::new(self.channel.clone())
+                .abort(self.request(abort, None))
+                .await,
+            "Content.Abort",
+        )?;
         let total = size as i64;
         let feed = async move {
             let mut chunks = chunks;
