@@ -534,8 +534,10 @@ async fn installs_survive_a_daemon_crash_in_every_phase() {
         host.start_daemon();
         let (status, seen) = host.watch(app_id, Duration::from_secs(120), settled).await;
         assert_eq!(
-            status["status"], "running",
-            "{app_id}: {status} after {seen:?}"
+            status["status"],
+            "running",
+            "{app_id}: {status} after {seen:?}\n{}",
+            host.journal("appunitd.service")
         );
     }
     assert_eq!(caught[0].1, "10", "{caught:?}");
