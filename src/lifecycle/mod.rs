@@ -77,6 +77,16 @@ pub struct Truth {
     pub progress: Option<ProgressInfo>,
 }
 
+impl Truth {
+    fn plain(status: Status) -> Truth {
+        Truth {
+            status,
+            reason: None,
+            progress: None,
+        }
+    }
+}
+
 const RUNTIME_ERROR: &str = "Server.Container.Error";
 
 /// The host services an installed app needs, connected on first use (and again after
@@ -171,14 +181,14 @@ impl Lifecycle {
                     }
                     let lifecycle = self.clone();
                     let app_id = app.app_id.clone();
+                    // The map stays locked until the handle is in: an install that ends
+                    // at once removes its entry only after that, and none goes stale.
+                    let mut installs = self.installs.lock().unwrap_or_else(|p| p.into_inner());
                     let task = tokio::spawn(async move {
                         lifecycle.install(app).await;
                         drop(slot);
                     });
-                    self.installs
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(app_id, task.abort_handle());
+                    installs.insert(app_id, task.abort_handle());
                 }
             }
             self.wake.notified().await;
@@ -391,13 +401,8 @@ impl Lifecycle {
 
     /// AppStatus's truth: the pipeline's phase while installing, the unit afterwards.
     pub async fn truth(&self, record: &AppRecord) -> Truth {
-        let from_phase = |status| Truth {
-            status,
-            reason: None,
-            progress: None,
-        };
         match record.phase {
-            Phase::Queuing => from_phase(Status::Queuing),
+            Phase::Queuing => Truth::plain(Status::Queuing),
             Phase::Pulling => Truth {
                 progress: self
                     .progress
@@ -405,14 +410,14 @@ impl Lifecycle {
                     .unwrap_or_else(|p| p.into_inner())
                     .get(&record.app_id)
                     .map(|p| p.info()),
-                ..from_phase(Status::Pulling)
+                ..Truth::plain(Status::Pulling)
             },
-            Phase::Creating => from_phase(Status::Creating),
-            Phase::Initing => from_phase(Status::Initing),
-            Phase::Uninstalling => from_phase(Status::Uninstalling),
+            Phase::Creating => Truth::plain(Status::Creating),
+            Phase::Initing => Truth::plain(Status::Initing),
+            Phase::Uninstalling => Truth::plain(Status::Uninstalling),
             Phase::Failed => Truth {
                 reason: record.reason.clone(),
-                ..from_phase(Status::Error)
+                ..Truth::plain(Status::Error)
             },
             Phase::Installed => self.unit_truth(&record.app_id).await,
         }
@@ -436,11 +441,6 @@ impl Lifecycle {
             Ok(status) => status,
             Err(err) => return failed(err.to_string()),
         };
-        let plain = |status| Truth {
-            status,
-            reason: None,
-            progress: None,
-        };
         match status.state {
             _ if status.auto_restart => failed(status.status_text),
             UnitState::Failed => failed(if status.status_text.is_empty() {
@@ -448,10 +448,10 @@ impl Lifecycle {
             } else {
                 status.status_text
             }),
-            UnitState::Activating => plain(Status::Initing),
-            UnitState::Active | UnitState::Reloading => plain(Status::Running),
-            UnitState::Deactivating => plain(Status::Stopping),
-            UnitState::Inactive => plain(Status::Stopped),
+            UnitState::Activating => Truth::plain(Status::Initing),
+            UnitState::Active | UnitState::Reloading => Truth::plain(Status::Running),
+            UnitState::Deactivating => Truth::plain(Status::Stopping),
+            UnitState::Inactive => Truth::plain(Status::Stopped),
         }
     }
 
