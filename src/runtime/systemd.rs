@@ -295,7 +295,10 @@ impl Systemd {
             let Ok(args) = signal.args() else { continue };
             if *args.job() == queued {
                 return match args.result().as_str() {
-                    "done" => Ok(()),
+                    "done" => {
+                        self.settle(unit).await;
+                        Ok(())
+                    }
                     result => Err(SystemdError::Job {
                         unit: unit.to_string(),
                         job: job.name(),
@@ -308,6 +311,21 @@ impl Systemd {
             "the bus closed while {unit} was {}ing",
             job.name()
         )))
+    }
+
+    /// Waits (briefly) until the cached ActiveState leaves a transition. systemd sends
+    /// JobRemoved and the unit's PropertiesChanged in one order, but the cache takes the
+    /// latter on its own task: a status read right after a job could still see
+    /// "deactivating" otherwise.
+    async fn settle(&self, unit: &str) {
+        for _ in 0..100 {
+            match self.state(unit).await {
+                Ok(UnitState::Activating | UnitState::Deactivating | UnitState::Reloading) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+                }
+                _ => return,
+            }
+        }
     }
 }
 
