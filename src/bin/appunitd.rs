@@ -38,6 +38,9 @@ enum Command {
     },
     /// Run an installed app's containers: the main process of its unit.
     Supervise { app_id: String },
+    /// Unpublish every app's ports and remove its network namespace (the package's
+    /// removal runs it once the apps are stopped; an app's next start makes them again).
+    ReleaseNetworks,
     /// Pull images into containerd as an install does (mirrors, progress, unpack).
     Pull {
         #[arg(required = true)]
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
         Some(Command::CheckCatalog { dirs }) => check_catalog(&dirs),
         Some(Command::Pull { images }) => pull(&cli.config, &images),
         Some(Command::Supervise { app_id }) => supervise(&cli.config, &app_id),
+        Some(Command::ReleaseNetworks) => release_networks(&cli.config),
         None => run_daemon(&cli.config),
     };
     match outcome {
@@ -102,6 +106,21 @@ fn supervise(config_path: &Path, app_id: &str) -> Result<(), String> {
     let config = load_config(config_path)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("starting tokio: {e}"))?;
     runtime.block_on(appunit::supervisor::supervise(&config, app_id))
+}
+
+fn release_networks(config_path: &Path) -> Result<(), String> {
+    let config = load_config(config_path)?;
+    let store = Store::open(&config.state_dir.join("appunit.db")).map_err(|e| e.to_string())?;
+    let apps = store.list(None).map_err(|e| e.to_string())?;
+    let failures: Vec<String> = apps
+        .iter()
+        .filter_map(|app| appunit::supervisor::release_network(&config, &app.app_id).err())
+        .collect();
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
 }
 
 fn pull(config_path: &Path, images: &[String]) -> Result<(), String> {
@@ -160,6 +179,7 @@ fn run_daemon(config_path: &Path) -> Result<(), String> {
     runtime.block_on(async {
         let listener = listen(&config.socket)?;
         let (store, catalog, config) = (Arc::new(store), Arc::new(catalog), Arc::new(config));
+        let store_probe = store.clone();
         let lifecycle = Arc::new(Lifecycle::new(
             store.clone(),
             catalog.clone(),
@@ -175,12 +195,32 @@ fn run_daemon(config_path: &Path) -> Result<(), String> {
         });
         // Harmless when not started by systemd (no NOTIFY_SOCKET).
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        if let Some(timeout) = sd_notify::watchdog_enabled() {
+            tokio::spawn(feed_watchdog(timeout, store_probe));
+        }
         tracing::info!("serving");
         appunit::api::serve(listener, actions, shutdown_signal()).await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Pings systemd's watchdog (WatchdogSec=) at half its timeout, but only while the async
+/// runtime runs and the store answers: a daemon wedged on either is restarted by systemd.
+async fn feed_watchdog(timeout: std::time::Duration, store: Arc<Store>) {
+    let mut ticks = tokio::time::interval(timeout / 2);
+    loop {
+        ticks.tick().await;
+        let store = store.clone();
+        match tokio::task::spawn_blocking(move || store.get("")).await {
+            Ok(Ok(_)) => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            Ok(Err(error)) => tracing::error!(%error, "store unreadable: watchdog not fed"),
+            Err(error) => tracing::error!(%error, "store probe failed: watchdog not fed"),
+        }
+    }
 }
 
 /// The socket systemd passed (appunitd.socket), else a fresh one at `path`, mode 0660,

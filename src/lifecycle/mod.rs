@@ -13,7 +13,7 @@ use crate::images::{PulledImage, Puller};
 use crate::runtime::containerd::Containerd;
 use crate::runtime::systemd::{Systemd, UnitState};
 use crate::store::{AppRecord, Phase, StatusReason, Store};
-use plan::{AppPlan, netns_name, unit_name};
+use plan::{AppPlan, unit_name};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -533,20 +533,8 @@ impl Lifecycle {
             }
             Err(err) => failures.push(err.to_string()),
         }
-        let netns = Path::new("/run/netns").join(netns_name(app_id));
-        if netns.exists() {
-            // The ports to unpublish are in the plan; a plan that is gone had none up.
-            let ports = std::fs::read(crate::supervisor::plan_path(&self.config, app_id))
-                .ok()
-                .and_then(|bytes| serde_json::from_slice::<AppPlan>(&bytes).ok())
-                .map(|plan| plan.ports)
-                .unwrap_or_default();
-            if let Err(err) = self.config.network().detach(app_id, &netns, &ports) {
-                failures.push(err);
-            }
-            if let Err(err) = crate::supervisor::run_ip(&["netns", "delete", &netns_name(app_id)]) {
-                failures.push(err);
-            }
+        if let Err(err) = crate::supervisor::release_network(&self.config, app_id) {
+            failures.push(err);
         }
         let _ = std::fs::remove_dir_all(self.config.app_run_dir(app_id));
         if delete_image {

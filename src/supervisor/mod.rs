@@ -114,6 +114,25 @@ fn ensure_network(config: &Config, plan: &AppPlan) -> Result<(), String> {
     config.network().attach(&plan.app_id, &path, &plan.ports)
 }
 
+/// Undoes `ensure_network`: unpublishes the app's ports and removes its namespace. The
+/// next start of the app makes them again.
+pub fn release_network(config: &Config, app_id: &str) -> Result<(), String> {
+    let name = netns_name(app_id);
+    let netns = Path::new("/run/netns").join(&name);
+    if !netns.exists() {
+        return Ok(());
+    }
+    // The ports to unpublish are in the plan; a plan that is gone had none up.
+    let ports = std::fs::read(plan_path(config, app_id))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice::<AppPlan>(&bytes).ok())
+        .map(|plan| plan.ports)
+        .unwrap_or_default();
+    let detached = config.network().detach(app_id, &netns, &ports);
+    let deleted = run_ip(&["netns", "delete", &name]);
+    detached.and(deleted)
+}
+
 pub fn run_ip(args: &[&str]) -> Result<(), String> {
     let output = std::process::Command::new("ip")
         .args(args)
