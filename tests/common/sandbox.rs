@@ -32,8 +32,23 @@ impl Sandbox {
         Sandbox::boot_in(dir, wants)
     }
 
+    /// Boots with /usr, /etc and /var as overlays whose writes stay in the sandbox's
+    /// folder, so that a package can be installed inside; /var/lib/appunit and
+    /// /etc/appunit are then the package's.
+    pub fn boot_with_overlay_root(wants: &str) -> Sandbox {
+        let dir = tempfile::Builder::new()
+            .prefix("appunit-sbx")
+            .tempdir()
+            .unwrap();
+        Sandbox::start(dir, wants, Some("overlay"))
+    }
+
     /// Boots on the folders of an earlier sandbox: a reboot.
     pub fn boot_in(dir: TempDir, wants: &str) -> Sandbox {
+        Sandbox::start(dir, wants, None)
+    }
+
+    fn start(dir: TempDir, wants: &str, mode: Option<&str>) -> Sandbox {
         let root = dir.path();
         for sub in ["run", "containerd", "appunit", "units", "etc-appunit"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
@@ -54,6 +69,7 @@ impl Sandbox {
             .arg(TARGET)
             .arg(super::REPO)
             .arg(Path::new(env!("CARGO_BIN_EXE_appunitd")).parent().unwrap())
+            .args(mode)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

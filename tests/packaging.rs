@@ -1,0 +1,288 @@
+//! The packages, as an operator meets them: packaging/build makes the .deb and the .rpm;
+//! the .deb is installed with dpkg inside a systemd sandbox whose /usr, /etc and /var are
+//! overlays, and used, removed, reinstalled and purged there.
+
+mod common;
+
+use common::images::{Layer, build_image_in};
+use common::sandbox::{REPO_INSIDE, Sandbox, TARGET};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// Runs packaging/build once per test binary; the .deb and the .rpm it made.
+fn packages() -> &'static (PathBuf, PathBuf) {
+    static BUILT: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let build = Command::new(format!("{}/packaging/build", common::REPO))
+            .output()
+            .unwrap();
+        assert!(
+            build.status.success(),
+            "packaging/build: {}",
+            String::from_utf8_lossy(&build.stderr)
+        );
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from(common::REPO).join("target"));
+        let find = |extension: &str| {
+            std::fs::read_dir(target.join("packages"))
+                .unwrap()
+                .map(|entry| entry.unwrap().path())
+                .find(|path| path.extension().is_some_and(|e| e == extension))
+                .unwrap_or_else(|| panic!("no .{extension} in target/packages"))
+        };
+        (find("deb"), find("rpm"))
+    })
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A command inside the sandbox that must succeed; its output.
+fn must(sandbox: &Sandbox, program: &str, args: &[&str]) -> String {
+    let output = sandbox.run(program, args);
+    assert!(
+        output.status.success(),
+        "{program} {args:?}: {}",
+        text(&output)
+    );
+    text(&output)
+}
+
+fn exists(sandbox: &Sandbox, path: &str) -> bool {
+    sandbox.run("test", &["-e", path]).status.success()
+}
+
+/// `appunit ARGS…` as a user of the sandbox.
+fn appunit_as(sandbox: &Sandbox, user: &str, args: &[&str]) -> Output {
+    let mut command = vec!["-u", user, "--", "appunit"];
+    command.extend_from_slice(args);
+    sandbox.run("runuser", &command)
+}
+
+#[test]
+fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
+    let (deb, _) = packages();
+    let sandbox = Sandbox::boot_with_overlay_root("");
+    std::fs::copy(deb, sandbox.path("run/appunit.deb")).unwrap();
+    must(&sandbox, "dpkg", &["-i", "/run/appunit.deb"]);
+
+    // Installed: the socket listens; the daemon waits for the first request.
+    assert_eq!(
+        sandbox.systemctl(&["is-enabled", "appunitd.socket"]),
+        "enabled"
+    );
+    assert_eq!(
+        sandbox.systemctl(&["is-active", "appunitd.socket"]),
+        "active"
+    );
+    assert_eq!(
+        sandbox.systemctl(&["is-active", "appunitd.service"]),
+        "inactive"
+    );
+    assert_eq!(
+        must(
+            &sandbox,
+            "stat",
+            &["-c", "%a %G", "/run/appunit/appunit.sock"]
+        )
+        .trim(),
+        "660 appunit"
+    );
+
+    // A test app from the sandbox's registry, as an operator would add one.
+    sandbox.start_registry();
+    std::fs::create_dir_all(sandbox.path("run/images")).unwrap();
+    let web = Layer::file("www/index.html", "duo web\n");
+    let image = build_image_in(
+        &sandbox.path("run/images"),
+        &[Layer::busybox(), web],
+        &["sh"],
+    );
+    sandbox.push(image.layout.path(), "test/busybox:1");
+    must(
+        &sandbox,
+        "cp",
+        &[
+            "-r",
+            &format!("{REPO_INSIDE}/tests/fixtures/catalog/duo"),
+            "/etc/appunit/catalog.d/",
+        ],
+    );
+    let config = format!(
+        "public_host = \"127.0.0.1\"\nunit_target = \"{TARGET}\"\n\
+         [registries.\"127.0.0.1:5000\"]\ninsecure = true\n"
+    );
+    must(
+        &sandbox,
+        "sh",
+        &[
+            "-c",
+            &format!("echo '{config}' >> /etc/appunit/config.toml"),
+        ],
+    );
+    // A watchdog short enough to be seen fed within the test.
+    must(
+        &sandbox,
+        "mkdir",
+        &["-p", "/etc/systemd/system/appunitd.service.d"],
+    );
+    must(
+        &sandbox,
+        "sh",
+        &[
+            "-c",
+            "printf '[Service]\\nWatchdogSec=2\\n' > /etc/systemd/system/appunitd.service.d/watchdog.conf",
+        ],
+    );
+    must(&sandbox, "systemctl", &["daemon-reload"]);
+
+    // Members of group appunit may use it; the first request starts the daemon.
+    must(
+        &sandbox,
+        "useradd",
+        &["--no-create-home", "-G", "appunit", "member"],
+    );
+    must(&sandbox, "useradd", &["--no-create-home", "outsider"]);
+    let listed = appunit_as(&sandbox, "member", &["list", "--json"]);
+    assert!(listed.status.success(), "appunit list: {}", text(&listed));
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&listed.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    let status = sandbox.run("systemctl", &["status", "appunitd.service"]);
+    assert!(
+        text(&status).contains("Active: active (running)"),
+        "{}",
+        text(&status)
+    );
+    let refused = appunit_as(&sandbox, "outsider", &["list"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("ermission denied"),
+        "{}",
+        text(&refused)
+    );
+
+    // Fed, the watchdog (2 s) leaves the same daemon running.
+    let main_pid = sandbox.systemctl(&["show", "-P", "MainPID", "appunitd.service"]);
+    std::thread::sleep(std::time::Duration::from_secs(5));
+    assert_eq!(
+        sandbox.systemctl(&["show", "-P", "MainPID", "appunitd.service"]),
+        main_pid
+    );
+    assert_eq!(
+        sandbox.systemctl(&["is-active", "appunitd.service"]),
+        "active"
+    );
+    assert_ne!(
+        sandbox.systemctl(&[
+            "show",
+            "-P",
+            "WatchdogTimestampMonotonic",
+            "appunitd.service"
+        ]),
+        "0"
+    );
+
+    let installed = appunit_as(&sandbox, "member", &["install", "duo", "--name", "shop"]);
+    assert!(installed.status.success(), "install: {}", text(&installed));
+    assert_eq!(
+        sandbox.systemctl(&["is-active", "appunit-shop.service"]),
+        "active"
+    );
+    let page = || {
+        sandbox
+            .run("busybox", &["wget", "-qO-", "http://127.0.0.1:9100/"])
+            .status
+            .success()
+    };
+    assert!(page(), "the app's port answers");
+
+    // Removed: daemon and app stopped, units gone, ports released, state kept.
+    must(&sandbox, "dpkg", &["-r", "appunit"]);
+    for unit in [
+        "appunitd.socket",
+        "appunitd.service",
+        "appunit-shop.service",
+    ] {
+        assert_ne!(sandbox.systemctl(&["is-active", unit]), "active", "{unit}");
+    }
+    assert!(!exists(&sandbox, "/usr/lib/systemd/system/appunitd.socket"));
+    assert!(!exists(&sandbox, "/usr/bin/appunitd"));
+    assert!(!exists(&sandbox, "/run/netns/appunit-shop"));
+    assert!(!page(), "no port stays published");
+    assert!(exists(&sandbox, "/var/lib/appunit/appunit.db"));
+    assert!(exists(&sandbox, "/var/lib/appunit/apps/shop/data"));
+
+    // Reinstalled: the app that ran before runs again.
+    must(&sandbox, "dpkg", &["-i", "/run/appunit.deb"]);
+    sandbox.wait_until("the app to run again", |s| {
+        s.systemctl(&["is-active", "appunit-shop.service"]) == "active"
+    });
+    sandbox.wait_until("the app's page", |_| page());
+    let shown = appunit_as(&sandbox, "member", &["status", "shop", "--json"]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["status_code"], "30", "{shown}");
+
+    // Purged: no state, unit file, container or image of appunit's is left.
+    must(&sandbox, "dpkg", &["-P", "appunit"]);
+    assert!(!exists(&sandbox, "/var/lib/appunit"));
+    assert!(!exists(
+        &sandbox,
+        "/etc/systemd/system/appunit-shop.service"
+    ));
+    for kind in ["containers", "images"] {
+        let left = must(
+            &sandbox,
+            "ctr",
+            &["--namespace", "appunit", kind, "ls", "-q"],
+        );
+        assert_eq!(left.trim(), "", "{kind} left after purge");
+    }
+    let snapshots = must(
+        &sandbox,
+        "ctr",
+        &["--namespace", "appunit", "snapshots", "ls"],
+    );
+    assert_eq!(snapshots.lines().count(), 1, "snapshots left: {snapshots}");
+}
+
+#[test]
+fn the_rpm_lists_binaries_units_catalog_sysusers_and_tmpfiles() {
+    let (_, rpm) = packages();
+    let output = Command::new("rpm").arg("-qlp").arg(rpm).output().unwrap();
+    assert!(output.status.success(), "rpm -qlp: {}", text(&output));
+    let files = String::from_utf8_lossy(&output.stdout);
+    for expected in [
+        "/usr/bin/appunitd",
+        "/usr/bin/appunit",
+        "/usr/lib/systemd/system/appunitd.service",
+        "/usr/lib/systemd/system/appunitd.socket",
+        "/usr/lib/sysusers.d/appunit.conf",
+        "/usr/lib/tmpfiles.d/appunit.conf",
+        "/etc/appunit/config.toml",
+        "/usr/share/appunit/catalog/wordpress/app.toml",
+        "/usr/share/appunit/catalog/wordpress/compose.yaml",
+        "/usr/share/man/man1/appunit.1.gz",
+    ] {
+        assert!(
+            files.lines().any(|line| line == expected),
+            "{expected} missing from:\n{files}"
+        );
+    }
+    let scripts = Command::new("rpm")
+        .args(["-qp", "--scripts"])
+        .arg(rpm)
+        .output()
+        .unwrap();
+    let scripts = String::from_utf8_lossy(&scripts.stdout);
+    assert!(scripts.contains("systemctl enable --now appunitd.socket"));
+    assert!(scripts.contains("appunit-apps stop"));
+}
