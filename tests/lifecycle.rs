@@ -506,7 +506,8 @@ async fn daemon_stop_reboot_and_kept_data() {
 }
 
 /// `kill -9` of appunitd while an install is pulling, creating or initing: after a
-/// restart every install ends running, none is stuck, and no lease is left.
+/// restart every install ends running, none is stuck, and no lease is left. An
+/// uninstall cut short is finished by the next start.
 #[tokio::test]
 async fn installs_survive_a_daemon_crash_in_every_phase() {
     let host = Host::boot();
@@ -547,7 +548,28 @@ async fn installs_survive_a_daemon_crash_in_every_phase() {
         .sandbox
         .run("ctr", &["-n", "appunit", "leases", "ls", "-q"]);
     assert!(String::from_utf8_lossy(&leases.stdout).trim().is_empty());
-    for (app_id, _, _) in cases {
+
+    // An uninstall cut short (recorded as begun, nothing torn down yet) is finished at
+    // the next start, deleting what it was asked to: here the data, not the image.
+    host.kill_daemon();
+    let db = rusqlite::Connection::open(host.sandbox.path("appunit/appunit.db")).unwrap();
+    db.execute(
+        "UPDATE apps SET status = 'uninstalling', uninstall_delete_data = 1,
+                         uninstall_delete_image = 0 WHERE app_id = 'init'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    host.start_daemon();
+    host.sandbox.wait_until("the uninstall to finish", |s| {
+        !s.path("appunit/apps/init").exists()
+    });
+    let reply = host.call("AppStatus", "app_id=init").await;
+    assert_eq!(reply.code(), "Param.APPID.NotExist", "{reply:?}");
+    let left = host.leftovers("init");
+    assert!(left.is_empty(), "init left behind: {left:?}");
+
+    for (app_id, _, _) in &cases[..2] {
         assert_eq!(
             host.call("AppUninstall", &format!("app_id={app_id}"))
                 .await

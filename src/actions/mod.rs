@@ -10,7 +10,7 @@ use crate::host;
 use crate::images::progress::ProgressInfo;
 use crate::lifecycle::{Change, Lifecycle, Status};
 use crate::messages::{Language, message};
-use crate::store::{AppRecord, NewApp, Phase, Store, StoreError};
+use crate::store::{AppRecord, NewApp, Phase, Store, StoreError, UninstallRequest};
 use params::Params;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Serialize;
@@ -251,9 +251,11 @@ impl Actions {
         let delete_data = params.flag("delete_data", true)?;
         let _busy = self.begin(app_id, Action::Uninstall)?;
         let record = self.existing(app_id)?;
-        self.lifecycle
-            .uninstall(&record, delete_data, delete_image)
-            .await?;
+        let request = UninstallRequest {
+            delete_data,
+            delete_image,
+        };
+        self.lifecycle.uninstall(&record, request).await?;
         tracing::info!(app_id, delete_data, delete_image, "uninstalled");
         Ok(app_id.to_string())
     }

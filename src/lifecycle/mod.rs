@@ -12,7 +12,7 @@ use crate::images::progress::{Progress, ProgressInfo};
 use crate::images::{PulledImage, Puller};
 use crate::runtime::containerd::Containerd;
 use crate::runtime::systemd::{Systemd, UnitState};
-use crate::store::{AppRecord, Phase, StatusReason, Store};
+use crate::store::{AppRecord, Phase, StatusReason, Store, UninstallRequest};
 use plan::{AppPlan, unit_name};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -477,8 +477,7 @@ impl Lifecycle {
     pub async fn uninstall(
         &self,
         record: &AppRecord,
-        delete_data: bool,
-        delete_image: bool,
+        request: UninstallRequest,
     ) -> Result<(), AppError> {
         let app_id = record.app_id.as_str();
         if let Some(install) = self
@@ -495,14 +494,14 @@ impl Lifecycle {
             .remove(app_id);
         if record.phase != Phase::Queuing {
             self.store
-                .set_phase(app_id, Phase::Uninstalling, record.reason.as_ref())?;
+                .begin_uninstall(app_id, request, record.reason.as_ref())?;
             let runtime = self.runtime().await?;
-            self.teardown(&runtime, app_id, delete_image)
+            self.teardown(&runtime, app_id, request.delete_image)
                 .await
                 .map_err(AppError::Container)?;
         }
         let folder = self.app_folder(app_id);
-        remove_folder(&folder, delete_data).map_err(AppError::System)?;
+        remove_folder(&folder, request.delete_data).map_err(AppError::System)?;
         self.store.delete(app_id)?;
         Ok(())
     }
@@ -587,6 +586,16 @@ impl Lifecycle {
                     }
                 }
                 let _ = self.store.set_phase(&app.app_id, Phase::Queuing, None);
+            }
+        }
+        // Uninstalls cut short are finished, deleting what they were asked to.
+        for (app, request) in self.store.pending_uninstalls().unwrap_or_default() {
+            tracing::warn!(
+                app_id = app.app_id,
+                "uninstall was interrupted: finishing it"
+            );
+            if let Err(err) = self.uninstall(&app, request).await {
+                tracing::error!(app_id = app.app_id, %err, "finishing the interrupted uninstall");
             }
         }
         self.report_unknown_units();

@@ -27,7 +27,27 @@ const MIGRATIONS: &[M<'static>] = &[
         "UPDATE apps SET status = 'installed' WHERE status IN ('running', 'stopping', 'stopped');
          UPDATE apps SET status = 'failed' WHERE status = 'error';",
     ),
+    // What an uninstall was asked to delete, so that one a crash cut short is finished.
+    M::up(
+        "ALTER TABLE apps ADD COLUMN uninstall_delete_data INTEGER;
+         ALTER TABLE apps ADD COLUMN uninstall_delete_image INTEGER;",
+    ),
 ];
+
+/// The columns of an `AppRecord`, in `raw_record`'s order.
+macro_rules! record_columns {
+    () => {
+        "app_id, app_name, app_version, status, reason_code, reason_detail, http_port, password"
+    };
+}
+const SELECT: &str = concat!("SELECT ", record_columns!(), " FROM apps");
+
+/// What AppUninstall was asked to delete besides the app itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UninstallRequest {
+    pub delete_data: bool,
+    pub delete_image: bool,
+}
 
 /// Where an app is in its life, as the store records it. Once `Installed`, the app's
 /// state is its unit's, read from systemd: the store never caches it.
@@ -237,6 +257,54 @@ impl Store {
         Ok(changed > 0)
     }
 
+    /// Moves an app to `Uninstalling`, recording what the uninstall deletes.
+    pub fn begin_uninstall(
+        &self,
+        app_id: &str,
+        request: UninstallRequest,
+        reason: Option<&StatusReason>,
+    ) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE apps SET status = ?2, reason_code = ?3, reason_detail = ?4, updated_at = ?5,
+                             uninstall_delete_data = ?6, uninstall_delete_image = ?7
+             WHERE app_id = ?1",
+            params![
+                app_id,
+                Phase::Uninstalling.as_str(),
+                reason.map(|r| r.code.as_str()),
+                reason.map(|r| r.detail.as_str()),
+                unix_now(),
+                request.delete_data,
+                request.delete_image,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Uninstalls under way (cut short, when the daemon starts) with what they delete.
+    /// One recorded before the request was kept deletes neither data nor image.
+    pub fn pending_uninstalls(&self) -> Result<Vec<(AppRecord, UninstallRequest)>, StoreError> {
+        let conn = self.conn();
+        let mut statement = conn.prepare_cached(concat!(
+            "SELECT ",
+            record_columns!(),
+            ", uninstall_delete_data, uninstall_delete_image FROM apps
+             WHERE status = ?1 ORDER BY rowid"
+        ))?;
+        let rows = statement.query_map([Phase::Uninstalling.as_str()], |row| {
+            let request = UninstallRequest {
+                delete_data: row.get::<_, Option<bool>>(8)?.unwrap_or(false),
+                delete_image: row.get::<_, Option<bool>>(9)?.unwrap_or(false),
+            };
+            Ok((raw_record(row)?, request))
+        })?;
+        rows.map(|row| {
+            let (raw, request) = row?;
+            Ok((raw.into_record()?, request))
+        })
+        .collect()
+    }
+
     /// Removes the record; false when there was none.
     pub fn delete(&self, app_id: &str) -> Result<bool, StoreError> {
         Ok(self
@@ -245,9 +313,6 @@ impl Store {
             > 0)
     }
 }
-
-const SELECT: &str = "SELECT app_id, app_name, app_version, status, reason_code, reason_detail,
-                             http_port, password FROM apps";
 
 /// A row as SQLite gives it, before the status text is checked.
 struct RawRecord {
@@ -366,6 +431,41 @@ mod tests {
         assert_eq!(store.get("keep").unwrap().unwrap().password, "secret");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn an_uninstall_keeps_what_it_deletes_until_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let store = Store::open(&path).unwrap();
+        for app_id in ["aa", "bb", "cc"] {
+            store
+                .insert_queued(&new_app(app_id), &BTreeSet::new())
+                .unwrap();
+        }
+        let keep_data = UninstallRequest {
+            delete_data: false,
+            delete_image: true,
+        };
+        store.begin_uninstall("bb", keep_data, None).unwrap();
+        // Recorded before the request was: deletes nothing extra.
+        store.set_phase("cc", Phase::Uninstalling, None).unwrap();
+        let pending = Store::open(&path).unwrap().pending_uninstalls().unwrap();
+        let pending: Vec<_> = pending
+            .iter()
+            .map(|(record, request)| (record.app_id.as_str(), record.phase, *request))
+            .collect();
+        let nothing = UninstallRequest {
+            delete_data: false,
+            delete_image: false,
+        };
+        assert_eq!(
+            pending,
+            [
+                ("bb", Phase::Uninstalling, keep_data),
+                ("cc", Phase::Uninstalling, nothing)
+            ]
+        );
     }
 
     #[test]
