@@ -20,7 +20,14 @@ struct Host {
 fn publish_images(sandbox: &Sandbox) {
     sandbox.start_registry();
     std::fs::create_dir_all(sandbox.path("run/images")).unwrap();
-    let web = Layer::file("www/index.html", "duo web\n");
+    // The web service's named volume at /www starts with these.
+    let web = Layer {
+        files: vec![
+            ("www/index.html".into(), b"duo web\n".to_vec(), 0o644),
+            ("www/about.html".into(), b"from the image\n".to_vec(), 0o644),
+        ],
+        links: Vec::new(),
+    };
     let small = build_image_in(
         &sandbox.path("run/images"),
         &[Layer::busybox(), web.clone()],
@@ -461,6 +468,16 @@ async fn daemon_stop_reboot_and_kept_data() {
     let owner_file = |sandbox: &Sandbox| sandbox.path("appunit/apps/keep/data/dbdata/owner");
     let owner = std::fs::read_to_string(owner_file(&host.sandbox)).unwrap();
     assert!(owner.starts_with("keep-"), "{owner}");
+    // The named volume started with the image's /www; the app wrote its page over it.
+    let site = host.sandbox.path("appunit/apps/keep/data/site");
+    assert_eq!(
+        std::fs::read_to_string(site.join("about.html")).unwrap(),
+        "from the image\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(site.join("index.html")).unwrap(),
+        "duo keep\n"
+    );
 
     let folders = host.sandbox.shut_down();
     let host = Host::on(Sandbox::boot_in(folders, ""));

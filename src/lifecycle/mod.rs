@@ -3,6 +3,7 @@
 //! read from the truth, and reconciliation at start-up.
 
 pub mod plan;
+mod volumes;
 
 use crate::catalog::Catalog;
 use crate::catalog::compose::VARIABLES;
@@ -290,6 +291,9 @@ impl Lifecycle {
         };
         for dir in std::iter::once(folder.join("data")).chain(prepared.folders.iter().cloned()) {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        for seed in &prepared.seeds {
+            volumes::seed(&runtime.containerd, seed, self.config.run_dir()).await?;
         }
         write(folder.join("compose.yaml"), &rendered, 0o600)?;
         write(folder.join("hosts"), &prepared.hosts, 0o644)?;

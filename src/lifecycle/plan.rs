@@ -80,6 +80,18 @@ pub struct Prepared {
     pub hosts: String,
     /// Folders the app's volumes need.
     pub folders: Vec<PathBuf>,
+    /// Named volumes, which start with what the image has at their path (as Docker's).
+    pub seeds: Vec<VolumeSeed>,
+}
+
+/// A named volume's folder and where its content comes from while it is empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeSeed {
+    pub folder: PathBuf,
+    /// The image's top snapshot.
+    pub chain_id: String,
+    /// The volume's path in the container.
+    pub path: PathBuf,
 }
 
 /// `images` maps each service's image reference to what was pulled for it.
@@ -101,6 +113,7 @@ pub fn prepare(
     };
     let mut containers = Vec::new();
     let mut folders = Vec::new();
+    let mut seeds = Vec::new();
     for name in compose.start_order()? {
         let service = &compose.services[name];
         let pulled = images
@@ -122,6 +135,13 @@ pub fn prepare(
             let bind = volume_bind(volume, app_folder)?;
             if bind.source.starts_with(app_folder) {
                 folders.push(bind.source.clone());
+            }
+            if bind.source.starts_with(app_folder.join("data")) {
+                seeds.push(VolumeSeed {
+                    folder: bind.source.clone(),
+                    chain_id: pulled.chain_id.clone(),
+                    path: bind.target.clone(),
+                });
             }
             binds.push(bind);
         }
@@ -174,6 +194,7 @@ pub fn prepare(
         containers,
         hosts,
         folders,
+        seeds,
     })
 }
 
@@ -356,6 +377,15 @@ volumes:
         let env = web.process.env().clone().unwrap();
         assert!(env.contains(&"DB=db:3306".to_string()) && env.contains(&"DEBUG=true".to_string()));
         assert_eq!(prepared.folders, [folder.join("data/site")]);
+        // Only the named volume starts with the image's content; a host folder is as is.
+        assert_eq!(
+            prepared.seeds,
+            [VolumeSeed {
+                folder: folder.join("data/site"),
+                chain_id: "sha256:chain".into(),
+                path: "/www".into(),
+            }]
+        );
         assert!(prepared.hosts.starts_with("127.0.0.1\tlocalhost db web\n"));
         let spec = serde_json::to_value(&prepared.containers[1].spec).unwrap();
         assert_eq!(

@@ -8,6 +8,7 @@ use containerd_client::services::v1::snapshots::MountsRequest;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+    ViewSnapshotRequest,
 };
 use containerd_client::services::v1::{
     AbortRequest, ApplyRequest, Container, CreateContainerRequest, CreateImageRequest,
@@ -365,8 +366,30 @@ impl Containerd {
         }
     }
 
+    /// A read-only view `key` of the snapshot `parent` (an image's root file system),
+    /// under `lease`: the mounts that show it.
+    pub async fn view_snapshot(
+        &self,
+        lease: &Lease,
+        key: &str,
+        parent: &str,
+    ) -> Result<Vec<Mount>> {
+        let request = ViewSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.into(),
+            parent: parent.into(),
+            labels: HashMap::new(),
+        };
+        Ok(SnapshotsClient::new(self.channel.clone())
+            .view(self.request(request, Some(lease)))
+            .await
+            .map_err(call("Snapshots.View"))?
+            .into_inner()
+            .mounts)
+    }
+
     /// Best effort: an active snapshot left behind is collected with its lease anyway.
-    async fn remove_snapshot(&self, key: &str) {
+    pub async fn remove_snapshot(&self, key: &str) {
         let request = RemoveSnapshotRequest {
             snapshotter: SNAPSHOTTER.into(),
             key: key.into(),
