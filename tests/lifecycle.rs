@@ -34,6 +34,27 @@ fn publish_images(sandbox: &Sandbox) {
         &["sh"],
     );
     sandbox.push(small.layout.path(), "test/busybox:1");
+    let accounts = Layer {
+        files: vec![
+            (
+                "etc/passwd".into(),
+                b"root:x:0:0:root:/root:/bin/sh\nweb:x:1234:1235::/:/bin/sh\n".to_vec(),
+                0o644,
+            ),
+            (
+                "etc/group".into(),
+                b"root:x:0:\nweb:x:1235:\nstaff:x:50:web\n".to_vec(),
+                0o644,
+            ),
+        ],
+        links: Vec::new(),
+    };
+    let users = build_image_in(
+        &sandbox.path("run/images"),
+        &[Layer::busybox(), accounts],
+        &["sh"],
+    );
+    sandbox.push(users.layout.path(), "test/users:1");
     let noise: Vec<u8> = (0..48 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -520,6 +541,29 @@ async fn daemon_stop_reboot_and_kept_data() {
         std::fs::read_to_string(owner_file(&host.sandbox)).unwrap(),
         owner
     );
+}
+
+/// `user: web` runs as the uid and primary gid of `web` in the image's /etc/passwd;
+/// `web:staff` with the gid of `staff` in its /etc/group.
+#[tokio::test]
+async fn image_user_names_resolve_in_the_image() {
+    let host = Host::boot();
+    let query = "app_name=whoami&customer_app_name=who&app_version=1";
+    assert_eq!(host.call("AppInstall", query).await.status, 200);
+    let (status, _) = host.watch("who", Duration::from_secs(60), settled).await;
+    assert_eq!(status["status"], "running", "{status}");
+    for (service, expected) in [("web", "1234 1235"), ("admin", "1234 50")] {
+        let script = format!(
+            "pid=$(ctr -n appunit tasks ls | awk '$1 == \"who-{service}\" {{print $2}}'); \
+             awk '/^Uid|^Gid/ {{print $2}}' /proc/$pid/status | paste -sd ' '"
+        );
+        let ids = host.sandbox.run("sh", &["-c", &script]);
+        assert_eq!(
+            String::from_utf8_lossy(&ids.stdout).trim(),
+            expected,
+            "{service}"
+        );
+    }
 }
 
 /// `kill -9` of appunitd while an install is pulling, creating or initing: after a

@@ -2,8 +2,8 @@
 //! init → installed), start/stop/restart through their units, uninstall, the status
 //! read from the truth, and reconciliation at start-up.
 
+mod image_files;
 pub mod plan;
-mod volumes;
 
 use crate::catalog::Catalog;
 use crate::catalog::compose::VARIABLES;
@@ -12,6 +12,7 @@ use crate::error::AppError;
 use crate::images::progress::{Progress, ProgressInfo};
 use crate::images::{PulledImage, Puller};
 use crate::runtime::containerd::Containerd;
+use crate::runtime::oci::names_an_account;
 use crate::runtime::systemd::{Systemd, UnitState};
 use crate::store::{AppRecord, Phase, StatusReason, Store, UninstallRequest};
 use plan::{AppPlan, unit_name};
@@ -275,7 +276,22 @@ impl Lifecycle {
         self.store
             .set_phase(app_id, Phase::Creating, None)
             .map_err(|e| e.to_string())?;
-        let prepared = plan::prepare(app_id, &compose, &images, &folder)?;
+        // User names resolve in the image's own /etc/passwd and /etc/group.
+        let mut accounts = BTreeMap::new();
+        for service in compose.services.values() {
+            let image = &images[&service.image];
+            let user = service.user.as_deref().unwrap_or(&image.config.user);
+            if names_an_account(user) && !accounts.contains_key(&service.image) {
+                let read = image_files::read_accounts(
+                    &runtime.containerd,
+                    &image.chain_id,
+                    self.config.run_dir(),
+                )
+                .await?;
+                accounts.insert(service.image.clone(), read);
+            }
+        }
+        let prepared = plan::prepare(app_id, &compose, &images, &accounts, &folder)?;
         // compose.yaml and plan.json hold the app's password: root only. Containers read
         // hosts as whatever user they run as.
         let write = |path: PathBuf, text: &str, mode: u32| {
@@ -293,7 +309,7 @@ impl Lifecycle {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         for seed in &prepared.seeds {
-            volumes::seed(&runtime.containerd, seed, self.config.run_dir()).await?;
+            image_files::seed_volume(&runtime.containerd, seed, self.config.run_dir()).await?;
         }
         write(folder.join("compose.yaml"), &rendered, 0o600)?;
         write(folder.join("hosts"), &prepared.hosts, 0o644)?;

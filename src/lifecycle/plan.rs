@@ -5,7 +5,7 @@
 use crate::catalog::compose::{Command, Compose, Condition, Environment, Service};
 use crate::images::PulledImage;
 use crate::runtime::net::PortMapping;
-use crate::runtime::oci::{self, Bind, RunSettings};
+use crate::runtime::oci::{self, Accounts, Bind, RunSettings};
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 use std::collections::BTreeMap;
@@ -94,11 +94,13 @@ pub struct VolumeSeed {
     pub path: PathBuf,
 }
 
-/// `images` maps each service's image reference to what was pulled for it.
+/// `images` maps each service's image reference to what was pulled for it, `accounts`
+/// to the image's accounts where a user name needs them.
 pub fn prepare(
     app_id: &str,
     compose: &Compose,
     images: &BTreeMap<String, PulledImage>,
+    accounts: &BTreeMap<String, Accounts>,
     app_folder: &Path,
 ) -> Result<Prepared, String> {
     let names: Vec<&str> = compose.services.keys().map(String::as_str).collect();
@@ -160,6 +162,7 @@ pub fn prepare(
             command: service.command.as_ref().map(words).transpose()?,
             environment: environment(&service.environment)?,
             user: service.user.clone(),
+            accounts: accounts.get(&service.image).cloned(),
             working_dir: service.working_dir.clone(),
             binds,
             netns: PathBuf::from("/run/netns").join(netns_name(app_id)),
@@ -350,7 +353,7 @@ volumes:
             ("reg/db:1".to_string(), pulled("reg/db:1")),
         ]);
         let folder = Path::new("/var/lib/appunit/apps/blog");
-        let prepared = prepare("blog", &compose, &images, folder).unwrap();
+        let prepared = prepare("blog", &compose, &images, &BTreeMap::new(), folder).unwrap();
         let order: Vec<&str> = prepared
             .plan
             .services

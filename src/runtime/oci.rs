@@ -45,6 +45,8 @@ pub struct RunSettings {
     pub command: Option<Vec<String>>,
     pub environment: Vec<(String, String)>,
     pub user: Option<String>,
+    /// The image's accounts, read when the user names one.
+    pub accounts: Option<Accounts>,
     pub working_dir: Option<String>,
     pub binds: Vec<Bind>,
     /// The app's shared network namespace (a path under /run/netns).
@@ -83,18 +85,66 @@ pub fn environment(image: &ImageConfig, run: &RunSettings) -> Vec<String> {
     env
 }
 
-/// `uid[:gid]`, numeric, or `root`. Names other than root would need the image's
-/// /etc/passwd, which is not read yet.
-pub fn parse_user(user: &str) -> Result<(u32, u32), String> {
-    let (uid, gid) = user.split_once(':').unwrap_or((user, ""));
-    let id = |text: &str| match text {
-        "" | "root" => Ok(0),
-        number => number
-            .parse::<u32>()
-            .map_err(|_| format!("user {user:?}: only numeric ids (or root) are supported")),
+/// An image's /etc/passwd and /etc/group, which user and group names resolve in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Accounts {
+    pub passwd: String,
+    pub group: String,
+}
+
+impl Accounts {
+    /// The numeric fields of `name`'s line in an /etc/passwd or /etc/group text.
+    fn find(text: &str, name: &str) -> Option<Vec<u32>> {
+        text.lines()
+            .map(|line| line.split(':').collect::<Vec<_>>())
+            .find(|fields| fields.first() == Some(&name))
+            .map(|fields| {
+                fields
+                    .iter()
+                    .skip(2)
+                    .map_while(|f| f.parse().ok())
+                    .collect()
+            })
+    }
+}
+
+/// Whether `user` (`user[:group]`) names an account, which needs the image's files.
+pub fn names_an_account(user: &str) -> bool {
+    user.split(':')
+        .any(|part| !part.is_empty() && part != "root" && part.parse::<u32>().is_err())
+}
+
+/// `user[:group]`, each numeric, `root`, or a name in the image's `accounts`. A named
+/// user without a group runs with its primary group, a numeric one with its own id.
+pub fn parse_user(user: &str, accounts: Option<&Accounts>) -> Result<(u32, u32), String> {
+    let (user_part, group_part) = user.split_once(':').unwrap_or((user, ""));
+    let missing = |file: &str| format!("user {user:?}: not in the image's {file}");
+    let (uid, primary_gid) = match user_part {
+        "" | "root" => (0, None),
+        name => match name.parse::<u32>() {
+            Ok(uid) => (uid, None),
+            Err(_) => {
+                let fields = accounts
+                    .and_then(|a| Accounts::find(&a.passwd, name))
+                    .ok_or_else(|| missing("/etc/passwd"))?;
+                match fields.as_slice() {
+                    [uid, gid, ..] => (*uid, Some(*gid)),
+                    _ => return Err(missing("/etc/passwd")),
+                }
+            }
+        },
     };
-    let uid = id(uid)?;
-    let gid = if gid.is_empty() { uid } else { id(gid)? };
+    let gid = match group_part {
+        "" => primary_gid.unwrap_or(uid),
+        "root" => 0,
+        name => match name.parse::<u32>() {
+            Ok(gid) => gid,
+            Err(_) => accounts
+                .and_then(|a| Accounts::find(&a.group, name))
+                .and_then(|fields| fields.first().copied())
+                .ok_or_else(|| missing("/etc/group"))?,
+        },
+    };
     Ok((uid, gid))
 }
 
@@ -104,7 +154,7 @@ pub fn runtime_spec(image: &ImageConfig, run: &RunSettings) -> Result<Spec, Stri
         return Err("neither the image nor the service says what to run".into());
     }
     let user = run.user.as_deref().unwrap_or(&image.user);
-    let (uid, gid) = parse_user(user)?;
+    let (uid, gid) = parse_user(user, run.accounts.as_ref())?;
     let cwd = run
         .working_dir
         .clone()
@@ -213,11 +263,26 @@ mod tests {
 
     #[test]
     fn users() {
-        assert_eq!(parse_user(""), Ok((0, 0)));
-        assert_eq!(parse_user("root"), Ok((0, 0)));
-        assert_eq!(parse_user("472"), Ok((472, 472)));
-        assert_eq!(parse_user("1000:50"), Ok((1000, 50)));
-        assert!(parse_user("node").is_err());
+        assert_eq!(parse_user("", None), Ok((0, 0)));
+        assert_eq!(parse_user("root", None), Ok((0, 0)));
+        assert_eq!(parse_user("472", None), Ok((472, 472)));
+        assert_eq!(parse_user("1000:50", None), Ok((1000, 50)));
+        assert!(parse_user("node", None).is_err());
+        assert!(!names_an_account("1000:root") && names_an_account("node"));
+
+        let accounts = Accounts {
+            passwd: "root:x:0:0:root:/root:/bin/sh\nnode:x:1000:1001::/home/node:/bin/sh\n".into(),
+            group: "root:x:0:\nnode:x:1001:\nstaff:x:50:node\n".into(),
+        };
+        let image = Some(&accounts);
+        assert_eq!(parse_user("node", image), Ok((1000, 1001)));
+        assert_eq!(parse_user("node:staff", image), Ok((1000, 50)));
+        assert_eq!(parse_user("1000:node", image), Ok((1000, 1001)));
+        assert_eq!(
+            parse_user("ghost", image),
+            Err("user \"ghost\": not in the image's /etc/passwd".into())
+        );
+        assert!(parse_user("node:nogroup", image).is_err());
     }
 
     #[test]

@@ -1,17 +1,18 @@
-//! Named volumes start with what the image has at their path, as Docker's do: an
-//! image's default site, its config folder or its data folder owned by the app's user
-//! would otherwise be hidden by an empty folder.
+//! What the creating phase reads from an image's files, through a read-only view of its
+//! root file system: the initial content of named volumes, and the accounts that user
+//! names resolve in.
 
 use super::plan::VolumeSeed;
 use crate::runtime::containerd::Containerd;
+use crate::runtime::oci::Accounts;
 use containerd_client::types::Mount;
 use nix::mount::{MntFlags, MsFlags};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-/// Fills `seed.folder` from the image when it is missing or empty; a folder with
-/// anything in it (kept data of an earlier install) is left as it is. `scratch` is a
-/// folder for the temporary mount.
-pub async fn seed(
+/// Named volumes start with what the image has at their path, as Docker's do (an
+/// image's default site, or a data folder owned by the app's user, would otherwise be
+/// hidden). Only a missing or empty folder is filled: kept data is used as it is.
+pub async fn seed_volume(
     containerd: &Containerd,
     seed: &VolumeSeed,
     scratch: &Path,
@@ -24,34 +25,71 @@ pub async fn seed(
     if !empty {
         return Ok(());
     }
-    let key = format!("seed-{:016x}", rand::random::<u64>());
+    let (path, folder) = (seed.path.clone(), seed.folder.clone());
+    with_image_root(containerd, &seed.chain_id, scratch, move |root| {
+        let source = root.join(path.strip_prefix("/").unwrap_or(&path));
+        if source.is_dir() {
+            copy_tree(&source, &folder)
+        } else {
+            Ok(())
+        }
+    })
+    .await
+}
+
+/// The image's /etc/passwd and /etc/group (empty when it has none).
+pub async fn read_accounts(
+    containerd: &Containerd,
+    chain_id: &str,
+    scratch: &Path,
+) -> Result<Accounts, String> {
+    with_image_root(containerd, chain_id, scratch, |root| {
+        let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        Ok(Accounts {
+            passwd: read("etc/passwd"),
+            group: read("etc/group"),
+        })
+    })
+    .await
+}
+
+/// Runs `read` on the image's root file system (the snapshot `chain_id`), mounted
+/// read-only under `scratch` for that time, on a blocking thread: copies can be large.
+async fn with_image_root<T: Send + 'static>(
+    containerd: &Containerd,
+    chain_id: &str,
+    scratch: &Path,
+    read: impl FnOnce(&Path) -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    let key = format!("image-files-{:016x}", rand::random::<u64>());
     let lease = containerd
-        .create_lease("seed")
+        .create_lease("image-files")
         .await
         .map_err(|e| e.to_string())?;
     let mount_point = scratch.join(&key);
-    let seeded = match containerd.view_snapshot(&lease, &key, &seed.chain_id).await {
-        Ok(mounts) => copy_from_view(&mounts, &mount_point, seed),
+    let result = match containerd.view_snapshot(&lease, &key, chain_id).await {
+        Ok(mounts) => tokio::task::spawn_blocking(move || mounted(&mounts, &mount_point, read))
+            .await
+            .unwrap_or_else(|e| Err(format!("reading the image's files: {e}"))),
         Err(err) => Err(err.to_string()),
     };
     containerd.remove_snapshot(&key).await;
     let released = containerd.release_lease(lease, false).await;
-    seeded.and(released.map_err(|e| e.to_string()))
+    let value = result?;
+    released.map_err(|e| e.to_string())?;
+    Ok(value)
 }
 
-fn copy_from_view(mounts: &[Mount], mount_point: &Path, seed: &VolumeSeed) -> Result<(), String> {
+fn mounted<T>(
+    mounts: &[Mount],
+    mount_point: &PathBuf,
+    read: impl FnOnce(&Path) -> Result<T, String>,
+) -> Result<T, String> {
     std::fs::create_dir_all(mount_point).map_err(|e| format!("{}: {e}", mount_point.display()))?;
-    let copied = mount_all(mounts, mount_point).and_then(|()| {
-        let source = mount_point.join(seed.path.strip_prefix("/").unwrap_or(&seed.path));
-        if source.is_dir() {
-            copy_tree(&source, &seed.folder)
-        } else {
-            Ok(())
-        }
-    });
-    let _ = nix::mount::umount2(mount_point, MntFlags::MNT_DETACH);
+    let result = mount_all(mounts, mount_point).and_then(|()| read(mount_point));
+    let _ = nix::mount::umount2(mount_point.as_path(), MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir(mount_point);
-    copied
+    result
 }
 
 /// The mounts containerd gives for a view: one bind (a single layer) or one overlay.
