@@ -356,7 +356,9 @@ impl Lifecycle {
             .enable(&unit)
             .await
             .map_err(|e| e.to_string())?;
-        if let Err(err) = runtime.systemd.start(&unit).await {
+        let started = runtime.systemd.start(&unit).await;
+        runtime.systemd.reload_in_background();
+        if let Err(err) = started {
             let why = runtime
                 .systemd
                 .status(&unit)
@@ -485,12 +487,13 @@ impl Lifecycle {
             Change::Start | Change::Restart => systemd.enable(&unit).await,
         }
         .map_err(container_error)?;
-        match change {
+        let changed = match change {
             Change::Start => systemd.start(&unit).await,
             Change::Stop => systemd.stop(&unit).await,
             Change::Restart => systemd.restart(&unit).await,
-        }
-        .map_err(container_error)
+        };
+        systemd.reload_in_background();
+        changed.map_err(container_error)
     }
 
     /// AppUninstall, in any phase: an install under way is stopped first.

@@ -165,21 +165,35 @@ impl Systemd {
         self.run_job(unit, Job::Restart).await
     }
 
-    /// The unit starts at boot (`WantedBy=` of its [Install] section).
+    /// The unit starts at boot (`WantedBy=` of its [Install] section). The links are on
+    /// disk, which boot reads; systemd's memory has them after a reload.
     pub async fn enable(&self, unit: &str) -> Result<()> {
         self.manager
             .enable_unit_files(vec![unit.to_string()], false, true)
             .await
             .map_err(call_error("EnableUnitFiles", unit))?;
-        self.reload(unit).await
+        Ok(())
     }
 
+    /// The unit no longer starts at boot; as with `enable`, a reload follows.
     pub async fn disable(&self, unit: &str) -> Result<()> {
         self.manager
             .disable_unit_files(vec![unit.to_string()], false)
             .await
             .map_err(call_error("DisableUnitFiles", unit))?;
-        self.reload(unit).await
+        Ok(())
+    }
+
+    /// Reloads systemd (as `systemctl enable` does after linking) without waiting: it
+    /// takes 100 ms or more, and a start or stop at hand does not depend on it. Call it
+    /// after the job, or it delays the job.
+    pub fn reload_in_background(&self) {
+        let manager = self.manager.clone();
+        tokio::spawn(async move {
+            if let Err(error) = manager.reload().await {
+                tracing::warn!(%error, "reloading systemd after (en|dis)abling units");
+            }
+        });
     }
 
     /// The unit's ActiveState now. An unknown unit is inactive.
