@@ -1,6 +1,7 @@
 //! The packages, as an operator meets them: packaging/build makes the .deb and the .rpm;
-//! the .deb is installed with dpkg inside a systemd sandbox whose /usr, /etc and /var are
-//! overlays, and used, removed, reinstalled and purged there.
+//! inside systemd sandboxes whose /usr, /etc and /var are overlays, the .deb is
+//! installed with dpkg, used, removed, reinstalled and purged, and the .rpm installed
+//! and erased with rpm.
 
 mod common;
 
@@ -255,7 +256,7 @@ fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
 }
 
 #[test]
-fn the_rpm_lists_binaries_units_catalog_sysusers_and_tmpfiles() {
+fn the_rpm_lists_its_files_and_its_scriptlets_run() {
     let (_, rpm) = packages();
     let output = Command::new("rpm").arg("-qlp").arg(rpm).output().unwrap();
     assert!(output.status.success(), "rpm -qlp: {}", text(&output));
@@ -277,12 +278,33 @@ fn the_rpm_lists_binaries_units_catalog_sysusers_and_tmpfiles() {
             "{expected} missing from:\n{files}"
         );
     }
-    let scripts = Command::new("rpm")
-        .args(["-qp", "--scripts"])
-        .arg(rpm)
-        .output()
-        .unwrap();
-    let scripts = String::from_utf8_lossy(&scripts.stdout);
-    assert!(scripts.contains("systemctl enable --now appunitd.socket"));
-    assert!(scripts.contains("appunit-apps stop"));
+
+    // Its scriptlets, run by Debian's rpm (without an RPM host's dependencies) in a
+    // sandbox: installed, the socket listens and serves; erased, state stays.
+    let sandbox = Sandbox::boot_with_overlay_root("");
+    std::fs::copy(rpm, sandbox.path("run/appunit.rpm")).unwrap();
+    must(&sandbox, "rpm", &["-i", "--nodeps", "/run/appunit.rpm"]);
+    assert_eq!(
+        sandbox.systemctl(&["is-enabled", "appunitd.socket"]),
+        "enabled"
+    );
+    assert_eq!(
+        sandbox.systemctl(&["is-active", "appunitd.socket"]),
+        "active"
+    );
+    assert_eq!(must(&sandbox, "appunit", &["list", "--json"]).trim(), "[]");
+    assert_eq!(
+        sandbox.systemctl(&["is-active", "appunitd.service"]),
+        "active"
+    );
+    must(&sandbox, "rpm", &["-e", "appunit"]);
+    for unit in ["appunitd.socket", "appunitd.service"] {
+        assert_eq!(
+            sandbox.systemctl(&["is-active", unit]),
+            "inactive",
+            "{unit}"
+        );
+    }
+    assert!(!exists(&sandbox, "/usr/bin/appunitd"));
+    assert!(exists(&sandbox, "/var/lib/appunit/appunit.db"));
 }
