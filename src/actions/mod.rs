@@ -357,6 +357,21 @@ impl Actions {
         }
     }
 
+    /// At start-up: uninstalls a crash cut short are finished, deleting what they were
+    /// asked to, each under its app's guard like an AppUninstall.
+    pub async fn finish_interrupted_uninstalls(&self) {
+        for (record, request) in self.store.pending_uninstalls().unwrap_or_default() {
+            let app_id = record.app_id.as_str();
+            let Ok(_busy) = self.begin(app_id, Action::Uninstall) else {
+                continue; // an AppUninstall got there first
+            };
+            tracing::warn!(app_id, "uninstall was interrupted: finishing it");
+            if let Err(err) = self.lifecycle.uninstall(&record, request).await {
+                tracing::error!(app_id, %err, "finishing the interrupted uninstall");
+            }
+        }
+    }
+
     /// Marks a lifecycle operation on `app_id` as in progress until the guard drops;
     /// a second one meanwhile is `App.Busy`, naming the first.
     fn begin(&self, app_id: &str, action: Action) -> Result<InProgress<'_>, AppError> {

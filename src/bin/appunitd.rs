@@ -187,11 +187,15 @@ fn run_daemon(config_path: &Path) -> Result<(), String> {
             config_path.to_path_buf(),
         ));
         let actions = Arc::new(Actions::new(store, catalog, config, lifecycle.clone()));
-        // Interrupted installs go back to the queue before the queue runs.
-        let queue = lifecycle.clone();
+        // Interrupted installs go back to the queue before the queue runs; interrupted
+        // uninstalls are finished.
+        let (queue, interrupted) = (lifecycle.clone(), actions.clone());
         tokio::spawn(async move {
             queue.reconcile().await;
-            queue.run_queue().await;
+            tokio::join!(
+                interrupted.finish_interrupted_uninstalls(),
+                queue.run_queue()
+            );
         });
         // Harmless when not started by systemd (no NOTIFY_SOCKET).
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

@@ -611,16 +611,6 @@ impl Lifecycle {
                 let _ = self.store.set_phase(&app.app_id, Phase::Queuing, None);
             }
         }
-        // Uninstalls cut short are finished, deleting what they were asked to.
-        for (app, request) in self.store.pending_uninstalls().unwrap_or_default() {
-            tracing::warn!(
-                app_id = app.app_id,
-                "uninstall was interrupted: finishing it"
-            );
-            if let Err(err) = self.uninstall(&app, request).await {
-                tracing::error!(app_id = app.app_id, %err, "finishing the interrupted uninstall");
-            }
-        }
         self.report_unknown_units();
         if let Ok(runtime) = self.runtime().await
             && let Ok(containers) = runtime.containerd.app_containers(None).await
