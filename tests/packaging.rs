@@ -7,7 +7,7 @@ mod common;
 
 use common::images::{Layer, build_image_in};
 use common::sandbox::{REPO_INSIDE, Sandbox, TARGET};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
@@ -60,6 +60,24 @@ fn exists(sandbox: &Sandbox, path: &str) -> bool {
     sandbox.run("test", &["-e", path]).status.success()
 }
 
+/// Installs `package` in the sandbox with `command` (dpkg -i, rpm -i …): the socket is
+/// then enabled and listening.
+fn install(sandbox: &Sandbox, package: &Path, command: &[&str]) {
+    let inside = format!("/run/{}", package.file_name().unwrap().to_string_lossy());
+    std::fs::copy(package, sandbox.path(&inside[1..])).unwrap();
+    let mut args = command[1..].to_vec();
+    args.push(&inside);
+    must(sandbox, command[0], &args);
+    assert_eq!(
+        sandbox.systemctl(&["is-enabled", "appunitd.socket"]),
+        "enabled"
+    );
+    assert_eq!(
+        sandbox.systemctl(&["is-active", "appunitd.socket"]),
+        "active"
+    );
+}
+
 /// `appunit ARGS…` as a user of the sandbox.
 fn appunit_as(sandbox: &Sandbox, user: &str, args: &[&str]) -> Output {
     let mut command = vec!["-u", user, "--", "appunit"];
@@ -71,18 +89,8 @@ fn appunit_as(sandbox: &Sandbox, user: &str, args: &[&str]) -> Output {
 fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
     let (deb, _) = packages();
     let sandbox = Sandbox::boot_with_overlay_root("");
-    std::fs::copy(deb, sandbox.path("run/appunit.deb")).unwrap();
-    must(&sandbox, "dpkg", &["-i", "/run/appunit.deb"]);
-
     // Installed: the socket listens; the daemon waits for the first request.
-    assert_eq!(
-        sandbox.systemctl(&["is-enabled", "appunitd.socket"]),
-        "enabled"
-    );
-    assert_eq!(
-        sandbox.systemctl(&["is-active", "appunitd.socket"]),
-        "active"
-    );
+    install(&sandbox, deb, &["dpkg", "-i"]);
     assert_eq!(
         sandbox.systemctl(&["is-active", "appunitd.service"]),
         "inactive"
@@ -223,7 +231,7 @@ fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
     assert!(exists(&sandbox, "/var/lib/appunit/apps/shop/data"));
 
     // Reinstalled: the app that ran before runs again.
-    must(&sandbox, "dpkg", &["-i", "/run/appunit.deb"]);
+    install(&sandbox, deb, &["dpkg", "-i"]);
     sandbox.wait_until("the app to run again", |s| {
         s.systemctl(&["is-active", "appunit-shop.service"]) == "active"
     });
@@ -282,16 +290,7 @@ fn the_rpm_lists_its_files_and_its_scriptlets_run() {
     // Its scriptlets, run by Debian's rpm (without an RPM host's dependencies) in a
     // sandbox: installed, the socket listens and serves; erased, state stays.
     let sandbox = Sandbox::boot_with_overlay_root("");
-    std::fs::copy(rpm, sandbox.path("run/appunit.rpm")).unwrap();
-    must(&sandbox, "rpm", &["-i", "--nodeps", "/run/appunit.rpm"]);
-    assert_eq!(
-        sandbox.systemctl(&["is-enabled", "appunitd.socket"]),
-        "enabled"
-    );
-    assert_eq!(
-        sandbox.systemctl(&["is-active", "appunitd.socket"]),
-        "active"
-    );
+    install(&sandbox, rpm, &["rpm", "-i", "--nodeps"]);
     assert_eq!(must(&sandbox, "appunit", &["list", "--json"]).trim(), "[]");
     assert_eq!(
         sandbox.systemctl(&["is-active", "appunitd.service"]),
