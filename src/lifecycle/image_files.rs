@@ -7,7 +7,7 @@ use crate::runtime::containerd::Containerd;
 use crate::runtime::oci::Accounts;
 use containerd_client::types::Mount;
 use nix::mount::{MntFlags, MsFlags};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Named volumes start with what the image has at their path, as Docker's do (an
 /// image's default site, or a data folder owned by the app's user, would otherwise be
@@ -82,12 +82,12 @@ async fn with_image_root<T: Send + 'static>(
 
 fn mounted<T>(
     mounts: &[Mount],
-    mount_point: &PathBuf,
+    mount_point: &Path,
     read: impl FnOnce(&Path) -> Result<T, String>,
 ) -> Result<T, String> {
     std::fs::create_dir_all(mount_point).map_err(|e| format!("{}: {e}", mount_point.display()))?;
     let result = mount_all(mounts, mount_point).and_then(|()| read(mount_point));
-    let _ = nix::mount::umount2(mount_point.as_path(), MntFlags::MNT_DETACH);
+    let _ = nix::mount::umount2(mount_point, MntFlags::MNT_DETACH);
     let _ = std::fs::remove_dir(mount_point);
     result
 }

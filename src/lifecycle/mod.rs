@@ -279,7 +279,10 @@ impl Lifecycle {
         // User names resolve in the image's own /etc/passwd and /etc/group.
         let mut accounts = BTreeMap::new();
         for service in compose.services.values() {
-            let image = &images[&service.image];
+            // A missing image is prepare's error to report.
+            let Some(image) = images.get(&service.image) else {
+                continue;
+            };
             let user = service.user.as_deref().unwrap_or(&image.config.user);
             if names_an_account(user) && !accounts.contains_key(&service.image) {
                 let read = image_files::read_accounts(
@@ -356,9 +359,7 @@ impl Lifecycle {
             .enable(&unit)
             .await
             .map_err(|e| e.to_string())?;
-        let started = runtime.systemd.start(&unit).await;
-        runtime.systemd.reload_in_background();
-        if let Err(err) = started {
+        if let Err(err) = runtime.systemd.start(&unit).await {
             let why = runtime
                 .systemd
                 .status(&unit)
@@ -487,13 +488,12 @@ impl Lifecycle {
             Change::Start | Change::Restart => systemd.enable(&unit).await,
         }
         .map_err(container_error)?;
-        let changed = match change {
+        match change {
             Change::Start => systemd.start(&unit).await,
             Change::Stop => systemd.stop(&unit).await,
             Change::Restart => systemd.restart(&unit).await,
-        };
-        systemd.reload_in_background();
-        changed.map_err(container_error)
+        }
+        .map_err(container_error)
     }
 
     /// AppUninstall, in any phase: an install under way is stopped first.

@@ -5,6 +5,7 @@ use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +94,9 @@ pub struct Systemd {
     /// Unit proxies cache their properties and update them from PropertiesChanged, so a
     /// state read after the first is free of bus round trips and never stale.
     units: Mutex<HashMap<String, Proxies>>,
+    /// Boot links changed on disk and systemd has not reloaded since: the next job's
+    /// end reloads (see `reload_after_job`).
+    links_changed: AtomicBool,
 }
 
 impl Systemd {
@@ -114,6 +118,7 @@ impl Systemd {
             connection,
             unit_dir,
             units: Mutex::default(),
+            links_changed: AtomicBool::new(false),
         })
     }
 
@@ -166,34 +171,24 @@ impl Systemd {
     }
 
     /// The unit starts at boot (`WantedBy=` of its [Install] section). The links are on
-    /// disk, which boot reads; systemd's memory has them after a reload.
+    /// disk, which boot reads; systemd's memory has them after the next job.
     pub async fn enable(&self, unit: &str) -> Result<()> {
         self.manager
             .enable_unit_files(vec![unit.to_string()], false, true)
             .await
             .map_err(call_error("EnableUnitFiles", unit))?;
+        self.links_changed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    /// The unit no longer starts at boot; as with `enable`, a reload follows.
+    /// The unit no longer starts at boot; as with `enable`, a reload follows the next job.
     pub async fn disable(&self, unit: &str) -> Result<()> {
         self.manager
             .disable_unit_files(vec![unit.to_string()], false)
             .await
             .map_err(call_error("DisableUnitFiles", unit))?;
+        self.links_changed.store(true, Ordering::Relaxed);
         Ok(())
-    }
-
-    /// Reloads systemd (as `systemctl enable` does after linking) without waiting: it
-    /// takes 100 ms or more, and a start or stop at hand does not depend on it. Call it
-    /// after the job, or it delays the job.
-    pub fn reload_in_background(&self) {
-        let manager = self.manager.clone();
-        tokio::spawn(async move {
-            if let Err(error) = manager.reload().await {
-                tracing::warn!(%error, "reloading systemd after (en|dis)abling units");
-            }
-        });
     }
 
     /// The unit's ActiveState now. An unknown unit is inactive.
@@ -209,12 +204,10 @@ impl Systemd {
     /// The unit's state with what explains it: whether it waits to be restarted after
     /// a failure, and the status text its main process last sent.
     pub async fn status(&self, unit: &str) -> Result<UnitStatus> {
-        let proxy = self.unit(unit).await?;
-        let active_state = proxy
-            .active_state()
-            .await
-            .map_err(call_error("ActiveState", unit))?;
-        let sub_state = proxy
+        let state = self.state(unit).await?;
+        let sub_state = self
+            .unit(unit)
+            .await?
             .sub_state()
             .await
             .map_err(call_error("SubState", unit))?;
@@ -225,7 +218,7 @@ impl Systemd {
             .await
             .map_err(call_error("StatusText", unit))?;
         Ok(UnitStatus {
-            state: UnitState::parse(&active_state),
+            state,
             auto_restart: sub_state == "auto-restart",
             status_text,
         })
@@ -283,6 +276,7 @@ impl Systemd {
     }
 
     async fn reload(&self, unit: &str) -> Result<()> {
+        self.links_changed.store(false, Ordering::Relaxed);
         self.manager
             .reload()
             .await
@@ -311,6 +305,7 @@ impl Systemd {
                 return match args.result().as_str() {
                     "done" => {
                         self.settle(unit).await;
+                        self.reload_after_job();
                         Ok(())
                     }
                     result => Err(SystemdError::Job {
@@ -325,6 +320,21 @@ impl Systemd {
             "the bus closed while {unit} was {}ing",
             job.name()
         )))
+    }
+
+    /// Brings (en|dis)abled boot links into systemd's memory, as `systemctl enable`
+    /// does, without waiting: a reload takes 100 ms or more, nothing at hand depends on
+    /// it, and before the job it would delay the job.
+    fn reload_after_job(&self) {
+        if !self.links_changed.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        let manager = self.manager.clone();
+        tokio::spawn(async move {
+            if let Err(error) = manager.reload().await {
+                tracing::warn!(%error, "reloading systemd after (en|dis)abling units");
+            }
+        });
     }
 
     /// Waits (briefly) until the cached ActiveState leaves a transition. systemd sends
