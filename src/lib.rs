@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod api;
+pub mod app;
 pub mod catalog;
 pub mod config;
 pub mod error;

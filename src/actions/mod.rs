@@ -3,6 +3,7 @@
 
 pub mod params;
 
+use crate::app::AppFolder;
 use crate::catalog::{Catalog, CatalogApp};
 use crate::config::Config;
 use crate::error::AppError;
@@ -323,12 +324,7 @@ impl Actions {
             let url = format!("http://{}:{}", self.public_host, record.http_port);
             RunningInfo {
                 port: record.http_port,
-                compose_file: self
-                    .config
-                    .state_dir
-                    .join("apps")
-                    .join(&record.app_id)
-                    .join("compose.yaml"),
+                compose_file: AppFolder::new(&self.config.state_dir, &record.app_id).compose_file(),
                 admin_url: format!("{url}{}", app.map_or("", |a| a.meta.admin_path.as_str())),
                 url,
                 user_name: app.map(|a| a.meta.user_name.clone()).unwrap_or_default(),

@@ -112,9 +112,11 @@ fn release_networks(config_path: &Path) -> Result<(), String> {
     let config = load_config(config_path)?;
     let store = Store::open(&config.state_dir.join("appunit.db")).map_err(|e| e.to_string())?;
     let apps = store.list(None).map_err(|e| e.to_string())?;
+    let network = config.network();
     let failures: Vec<String> = apps
         .iter()
-        .filter_map(|app| appunit::supervisor::release_network(&config, &app.app_id).err())
+        .filter_map(|app| network.release(&app.app_id).err())
+        .map(|e| e.to_string())
         .collect();
     if failures.is_empty() {
         Ok(())

@@ -7,6 +7,7 @@ pub mod progress;
 use crate::config::RegistryConfig;
 use crate::error::error_chain;
 use crate::runtime::containerd::{APP_LABEL, Containerd, ContainerdError, Lease, SNAPSHOTTER};
+use crate::runtime::oci::{ImageConfig, null_as_default};
 use bytes::{Bytes, BytesMut};
 use containerd_client::types::Descriptor;
 use futures_util::StreamExt;
@@ -59,24 +60,6 @@ pub struct PulledImage {
     pub config: ImageConfig,
     /// The chain id of the top layer: the parent of a container's snapshot.
     pub chain_id: String,
-}
-
-/// The run settings of an image config (`config` in the OCI image config).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ImageConfig {
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub env: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub entrypoint: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub cmd: Vec<String>,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub working_dir: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub user: String,
-    #[serde(default, deserialize_with = "null_as_default")]
-    pub stop_signal: String,
 }
 
 #[derive(Clone)]
@@ -137,15 +120,6 @@ struct ConfigJson {
     rootfs: RootFs,
     #[serde(default, deserialize_with = "null_as_default")]
     config: ImageConfig,
-}
-
-/// Image configs write `null` for absent values ("Entrypoint": null).
-fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
 #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! root file system: the initial content of named volumes, and the accounts that user
 //! names resolve in.
 
-use super::plan::VolumeSeed;
+use crate::app::plan::VolumeSeed;
 use crate::runtime::containerd::Containerd;
 use crate::runtime::oci::Accounts;
 use containerd_client::types::Mount;

@@ -3,8 +3,9 @@
 //! read from the truth, and reconciliation at start-up.
 
 mod image_files;
-pub mod plan;
 
+use crate::app::plan::{self, AppPlan};
+use crate::app::{AppFolder, slice_name, unit_name};
 use crate::catalog::Catalog;
 use crate::catalog::compose::VARIABLES;
 use crate::config::Config;
@@ -15,7 +16,6 @@ use crate::runtime::containerd::Containerd;
 use crate::runtime::oci::names_an_account;
 use crate::runtime::systemd::{Systemd, UnitState};
 use crate::store::{AppRecord, Phase, StatusReason, Store, UninstallRequest};
-use plan::{AppPlan, unit_name};
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -247,7 +247,7 @@ impl Lifecycle {
                 "APP_HTTP_PORT" => app.http_port.to_string(),
                 "APP_USER" => catalog_app.meta.user_name.clone(),
                 "APP_PASSWORD" => app.password.clone(),
-                "APP_DATA" => folder.join("data").display().to_string(),
+                "APP_DATA" => folder.data().display().to_string(),
                 _ => return None,
             })
         };
@@ -308,16 +308,16 @@ impl Lifecycle {
                 .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
                 .map_err(|e| format!("{}: {e}", path.display()))
         };
-        for dir in std::iter::once(folder.join("data")).chain(prepared.folders.iter().cloned()) {
+        for dir in std::iter::once(folder.data()).chain(prepared.folders.iter().cloned()) {
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         for seed in &prepared.seeds {
             image_files::seed_volume(&runtime.containerd, seed, self.config.run_dir()).await?;
         }
-        write(folder.join("compose.yaml"), &rendered, 0o600)?;
-        write(folder.join("hosts"), &prepared.hosts, 0o644)?;
+        write(folder.compose_file(), &rendered, 0o600)?;
+        write(folder.hosts_file(), &prepared.hosts, 0o644)?;
         let plan_text = serde_json::to_string_pretty(&prepared.plan).map_err(|e| e.to_string())?;
-        write(folder.join("plan.json"), &plan_text, 0o600)?;
+        write(folder.plan_file(), &plan_text, 0o600)?;
         let labels = HashMap::from([(
             crate::runtime::containerd::APP_LABEL.to_string(),
             app_id.to_string(),
@@ -392,7 +392,7 @@ impl Lifecycle {
             "# Written by appunitd; changes are overwritten.\n\
              [Unit]\n\
              Description=appunit app {app_id} ({trademark})\n\
-             Wants=containerd.service\n\
+             Wants=containerd.service network-online.target\n\
              After=containerd.service network-online.target\n\
              StartLimitIntervalSec=300\n\
              StartLimitBurst=3\n\
@@ -412,14 +412,14 @@ impl Lifecycle {
             target = self.config.unit_target,
             exe = exe.display(),
             config = config.display(),
-            slice = plan::slice_name(app_id),
+            slice = slice_name(app_id),
             start = (start_ms / 1000 + 120),
             stop = (stop_ms / 1000 + 10),
         ))
     }
 
-    fn app_folder(&self, app_id: &str) -> PathBuf {
-        self.config.state_dir.join("apps").join(app_id)
+    fn app_folder(&self, app_id: &str) -> AppFolder {
+        AppFolder::new(&self.config.state_dir, app_id)
     }
 
     /// AppStatus's truth: the pipeline's phase while installing, the unit afterwards.
@@ -524,7 +524,7 @@ impl Lifecycle {
                 .map_err(AppError::Container)?;
         }
         let folder = self.app_folder(app_id);
-        remove_folder(&folder, request.delete_data).map_err(AppError::System)?;
+        remove_folder(folder.path(), request.delete_data).map_err(AppError::System)?;
         self.store.delete(app_id)?;
         Ok(())
     }
@@ -555,8 +555,8 @@ impl Lifecycle {
             }
             Err(err) => failures.push(err.to_string()),
         }
-        if let Err(err) = crate::supervisor::release_network(&self.config, app_id) {
-            failures.push(err);
+        if let Err(err) = self.config.network().release(app_id) {
+            failures.push(err.to_string());
         }
         let _ = std::fs::remove_dir_all(self.config.app_run_dir(app_id));
         if delete_image {

@@ -1,6 +1,8 @@
-//! An app's network: its namespace is attached to appunit's bridge with the CNI plugins
-//! (bridge + host-local, portmap, firewall), which also publish its ports on the host.
-//! The plugins are run as a chain here, each given the previous one's result.
+//! An app's network: its own namespace, shared by its containers like a pod's, attached
+//! to appunit's bridge with the CNI plugins (bridge + host-local, portmap, firewall),
+//! which also publish its ports on the host. The plugins are run as a chain here, each
+//! given the previous one's result. Everything here blocks: async callers use
+//! `spawn_blocking`.
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -11,6 +13,41 @@ use std::process::{Command, Stdio};
 const CNI_VERSION: &str = "1.0.0";
 const NETWORK: &str = "appunit";
 const BRIDGE: &str = "appunit0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("ip {args}: {cause}")]
+    Ip { args: String, cause: String },
+    #[error("CNI {plugin} {command}: {message}")]
+    Cni {
+        plugin: String,
+        command: &'static str,
+        message: String,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Several(String),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> NetError + '_ {
+    move |source| NetError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The app's network namespace, shared by all its containers.
+pub fn netns_name(app_id: &str) -> String {
+    format!("appunit-{app_id}")
+}
+
+pub fn netns_path(app_id: &str) -> PathBuf {
+    Path::new("/run/netns").join(netns_name(app_id))
+}
 
 /// A published port: host port → container port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -61,51 +98,86 @@ impl Network {
         ]
     }
 
-    fn result_path(&self, app_id: &str) -> PathBuf {
+    /// What ADD answered and which ports it published, kept for DEL.
+    fn attachment_path(&self, app_id: &str) -> PathBuf {
         self.state_dir.join(format!("{app_id}.json"))
     }
 
+    /// The app's namespace, attached to the bridge with `ports` published. It outlives
+    /// the unit (a restart keeps it) and goes with the app; after a reboot it is made
+    /// again.
+    pub fn ensure(&self, app_id: &str, ports: &[PortMapping]) -> Result<(), NetError> {
+        let name = netns_name(app_id);
+        if run_ip(&["-n", &name, "link", "show", "eth0"]).is_ok() {
+            return Ok(());
+        }
+        // Missing, half made, or a stale name whose namespace is gone: make it anew.
+        let _ = run_ip(&["netns", "delete", &name]);
+        run_ip(&["netns", "add", &name])?;
+        run_ip(&["-n", &name, "link", "set", "lo", "up"])?;
+        self.attach(app_id, &netns_path(app_id), ports)
+    }
+
+    /// Undoes `ensure`: unpublishes the app's ports and removes its namespace. The next
+    /// start of the app makes them again.
+    pub fn release(&self, app_id: &str) -> Result<(), NetError> {
+        let netns = netns_path(app_id);
+        if !netns.exists() {
+            return Ok(());
+        }
+        let detached = self.detach(app_id, &netns);
+        let deleted = run_ip(&["netns", "delete", &netns_name(app_id)]);
+        detached.and(deleted)
+    }
+
     /// Connects the namespace and publishes `ports` on the host.
-    pub fn attach(&self, app_id: &str, netns: &Path, ports: &[PortMapping]) -> Result<(), String> {
-        std::fs::create_dir_all(&self.state_dir)
-            .map_err(|e| format!("{}: {e}", self.state_dir.display()))?;
+    fn attach(&self, app_id: &str, netns: &Path, ports: &[PortMapping]) -> Result<(), NetError> {
+        std::fs::create_dir_all(&self.state_dir).map_err(io_error(&self.state_dir))?;
         let mut previous: Option<Value> = None;
         for plugin in self.plugins(ports) {
             let result = self.run("ADD", app_id, netns, plugin, previous.as_ref())?;
             previous = Some(result);
         }
-        let result = previous.unwrap_or(Value::Null).to_string();
-        std::fs::write(self.result_path(app_id), result).map_err(|e| e.to_string())
+        let attachment = Attachment {
+            ports: ports.to_vec(),
+            result: previous.unwrap_or(Value::Null),
+        };
+        let path = self.attachment_path(app_id);
+        std::fs::write(&path, json!(attachment).to_string()).map_err(io_error(&path))
     }
 
     /// Undoes `attach`: rules, port mappings, veth and address. Every plugin is told,
     /// whatever an earlier one answered.
-    pub fn detach(&self, app_id: &str, netns: &Path, ports: &[PortMapping]) -> Result<(), String> {
-        let previous: Option<Value> = std::fs::read(self.result_path(app_id))
+    fn detach(&self, app_id: &str, netns: &Path) -> Result<(), NetError> {
+        let attachment: Option<Attachment> = std::fs::read(self.attachment_path(app_id))
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let (ports, previous) = match attachment {
+            Some(Attachment { ports, result }) => (ports, Some(result)),
+            None => (Vec::new(), None),
+        };
         let mut failures = Vec::new();
-        for plugin in self.plugins(ports).into_iter().rev() {
+        for plugin in self.plugins(&ports).into_iter().rev() {
             if let Err(err) = self.run("DEL", app_id, netns, plugin, previous.as_ref()) {
-                failures.push(err);
+                failures.push(err.to_string());
             }
         }
-        let _ = std::fs::remove_file(self.result_path(app_id));
+        let _ = std::fs::remove_file(self.attachment_path(app_id));
         if failures.is_empty() {
             Ok(())
         } else {
-            Err(failures.join("; "))
+            Err(NetError::Several(failures.join("; ")))
         }
     }
 
     fn run(
         &self,
-        command: &str,
+        command: &'static str,
         app_id: &str,
         netns: &Path,
         mut config: Value,
         previous: Option<&Value>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, NetError> {
         let plugin = config["type"].as_str().unwrap_or_default().to_string();
         config["cniVersion"] = json!(CNI_VERSION);
         config["name"] = json!(NETWORK);
@@ -122,15 +194,13 @@ impl Network {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("CNI {plugin}: {e}"))?;
+            .map_err(cni_io(&plugin, command))?;
         if let Some(mut stdin) = child.stdin.take() {
             stdin
                 .write_all(config.to_string().as_bytes())
-                .map_err(|e| format!("CNI {plugin}: {e}"))?;
+                .map_err(cni_io(&plugin, command))?;
         }
-        let output = child
-            .wait_with_output()
-            .map_err(|e| format!("CNI {plugin}: {e}"))?;
+        let output = child.wait_with_output().map_err(cni_io(&plugin, command))?;
         if !output.status.success() {
             // CNI errors come as JSON on stdout: {"code", "msg", "details"}.
             let error: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
@@ -139,13 +209,52 @@ impl Network {
                 .map(str::to_string)
                 .unwrap_or_else(|| String::from_utf8_lossy(&output.stderr).trim().to_string());
             let details = error["details"].as_str().unwrap_or_default();
-            return Err(format!("CNI {plugin} {command}: {message} {details}")
-                .trim()
-                .to_string());
+            return Err(NetError::Cni {
+                plugin,
+                command,
+                message: format!("{message} {details}").trim().to_string(),
+            });
         }
         if output.stdout.is_empty() {
             return Ok(previous.cloned().unwrap_or(Value::Null));
         }
-        serde_json::from_slice(&output.stdout).map_err(|e| format!("CNI {plugin}: {e}"))
+        serde_json::from_slice(&output.stdout).map_err(|e| NetError::Cni {
+            plugin,
+            command,
+            message: e.to_string(),
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Attachment {
+    ports: Vec<PortMapping>,
+    result: Value,
+}
+
+fn cni_io(plugin: &str, command: &'static str) -> impl FnOnce(std::io::Error) -> NetError {
+    let plugin = plugin.to_string();
+    move |e| NetError::Cni {
+        plugin,
+        command,
+        message: e.to_string(),
+    }
+}
+
+fn run_ip(args: &[&str]) -> Result<(), NetError> {
+    let failed = |cause: String| NetError::Ip {
+        args: args.join(" "),
+        cause,
+    };
+    let output = Command::new("ip")
+        .args(args)
+        .output()
+        .map_err(|e| failed(e.to_string()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ))
     }
 }

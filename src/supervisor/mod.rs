@@ -5,9 +5,10 @@
 //! When a container dies it stops the others and exits non-zero, so the unit's
 //! Restart= policy and the app's error status apply; its reason is the unit's status text.
 
+use crate::app::AppFolder;
+use crate::app::plan::{AppPlan, HealthPlan, ServicePlan};
 use crate::catalog::compose::Condition;
 use crate::config::Config;
-use crate::lifecycle::plan::{AppPlan, HealthPlan, ServicePlan, netns_name};
 use crate::runtime::containerd::Containerd;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -33,15 +34,10 @@ struct Supervisor {
     health: HashMap<String, watch::Receiver<Health>>,
 }
 
-/// Where an app's plan lives.
-pub fn plan_path(config: &Config, app_id: &str) -> PathBuf {
-    config.state_dir.join("apps").join(app_id).join("plan.json")
-}
-
 pub async fn supervise(config: &Config, app_id: &str) -> Result<(), String> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let plan_file = plan_path(config, app_id);
+    let plan_file = AppFolder::new(&config.state_dir, app_id).plan_file();
     let plan: AppPlan = std::fs::read(&plan_file)
         .map_err(|e| e.to_string())
         .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
@@ -49,7 +45,10 @@ pub async fn supervise(config: &Config, app_id: &str) -> Result<(), String> {
     let containerd = Containerd::connect(&config.containerd_socket, &config.containerd_namespace)
         .await
         .map_err(|e| e.to_string())?;
-    ensure_network(config, &plan)?;
+    config
+        .network()
+        .ensure(app_id, &plan.ports)
+        .map_err(|e| e.to_string())?;
     let io_dir = config.app_run_dir(app_id);
     std::fs::create_dir_all(&io_dir).map_err(|e| format!("{}: {e}", io_dir.display()))?;
     let mut supervisor = Supervisor {
@@ -96,57 +95,6 @@ pub async fn supervise(config: &Config, app_id: &str) -> Result<(), String> {
 fn notify_status(reason: &str) {
     tracing::error!("{reason}");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(reason)]);
-}
-
-/// The app's network namespace, attached to appunit's bridge with its ports published.
-/// It outlives the unit (a restart keeps it) and goes with the app; after a reboot it is
-/// made again.
-fn ensure_network(config: &Config, plan: &AppPlan) -> Result<(), String> {
-    let name = netns_name(&plan.app_id);
-    if run_ip(&["-n", &name, "link", "show", "eth0"]).is_ok() {
-        return Ok(());
-    }
-    // Missing, half made, or a stale name whose namespace is gone: make it anew.
-    let _ = run_ip(&["netns", "delete", &name]);
-    run_ip(&["netns", "add", &name])?;
-    run_ip(&["-n", &name, "link", "set", "lo", "up"])?;
-    let path = Path::new("/run/netns").join(&name);
-    config.network().attach(&plan.app_id, &path, &plan.ports)
-}
-
-/// Undoes `ensure_network`: unpublishes the app's ports and removes its namespace. The
-/// next start of the app makes them again.
-pub fn release_network(config: &Config, app_id: &str) -> Result<(), String> {
-    let name = netns_name(app_id);
-    let netns = Path::new("/run/netns").join(&name);
-    if !netns.exists() {
-        return Ok(());
-    }
-    // The ports to unpublish are in the plan; a plan that is gone had none up.
-    let ports = std::fs::read(plan_path(config, app_id))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<AppPlan>(&bytes).ok())
-        .map(|plan| plan.ports)
-        .unwrap_or_default();
-    let detached = config.network().detach(app_id, &netns, &ports);
-    let deleted = run_ip(&["netns", "delete", &name]);
-    detached.and(deleted)
-}
-
-pub fn run_ip(args: &[&str]) -> Result<(), String> {
-    let output = std::process::Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    }
 }
 
 impl Supervisor {

@@ -2,32 +2,16 @@
 //! supervisor follows (start order, dependencies, health checks, how to stop). Derived
 //! from the rendered compose file and the pulled images.
 
+use super::{AppFolder, container_id, slice_name};
 use crate::catalog::compose::{Command, Compose, Condition, Environment, Service};
 use crate::images::PulledImage;
-use crate::runtime::net::PortMapping;
+use crate::runtime::net::{PortMapping, netns_path};
 use crate::runtime::oci::{self, Accounts, Bind, RunSettings};
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-pub fn unit_name(app_id: &str) -> String {
-    format!("appunit-{app_id}.service")
-}
-
-pub fn slice_name(app_id: &str) -> String {
-    format!("appunit-{app_id}.slice")
-}
-
-/// The app's network namespace, shared by all its containers (`/run/netns/<this>`).
-pub fn netns_name(app_id: &str) -> String {
-    format!("appunit-{app_id}")
-}
-
-pub fn container_id(app_id: &str, service: &str) -> String {
-    format!("{app_id}-{service}")
-}
 
 /// Written to the app folder at install; read by the supervisor at every start.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -101,7 +85,7 @@ pub fn prepare(
     compose: &Compose,
     images: &BTreeMap<String, PulledImage>,
     accounts: &BTreeMap<String, Accounts>,
-    app_folder: &Path,
+    app_folder: &AppFolder,
 ) -> Result<Prepared, String> {
     let names: Vec<&str> = compose.services.keys().map(String::as_str).collect();
     let hosts = format!(
@@ -123,7 +107,7 @@ pub fn prepare(
             .ok_or_else(|| format!("{name}: image {} was not pulled", service.image))?;
         let mut binds = vec![
             Bind {
-                source: app_folder.join("hosts"),
+                source: app_folder.hosts_file(),
                 target: "/etc/hosts".into(),
                 read_only: true,
             },
@@ -135,10 +119,10 @@ pub fn prepare(
         ];
         for volume in &service.volumes {
             let bind = volume_bind(volume, app_folder)?;
-            if bind.source.starts_with(app_folder) {
+            if bind.source.starts_with(app_folder.path()) {
                 folders.push(bind.source.clone());
             }
-            if bind.source.starts_with(app_folder.join("data")) {
+            if bind.source.starts_with(app_folder.data()) {
                 seeds.push(VolumeSeed {
                     folder: bind.source.clone(),
                     chain_id: pulled.chain_id.clone(),
@@ -165,7 +149,7 @@ pub fn prepare(
             accounts: accounts.get(&service.image).cloned(),
             working_dir: service.working_dir.clone(),
             binds,
-            netns: PathBuf::from("/run/netns").join(netns_name(app_id)),
+            netns: netns_path(app_id),
             cgroups_path: format!(
                 "{}:appunit:{}",
                 slice_name(app_id),
@@ -238,7 +222,7 @@ fn environment(environment: &Environment) -> Result<Vec<(String, String)>, Strin
 }
 
 /// `SOURCE:TARGET[:ro|rw]`: a named volume lives in the app's data folder.
-fn volume_bind(spec: &str, app_folder: &Path) -> Result<Bind, String> {
+fn volume_bind(spec: &str, app_folder: &AppFolder) -> Result<Bind, String> {
     let parts: Vec<&str> = spec.split(':').collect();
     let (source, target, mode) = match parts.as_slice() {
         [source, target] => (*source, *target, "rw"),
@@ -248,9 +232,9 @@ fn volume_bind(spec: &str, app_folder: &Path) -> Result<Bind, String> {
     let source = if source.starts_with('/') {
         PathBuf::from(source)
     } else if let Some(relative) = source.strip_prefix("./") {
-        app_folder.join(relative)
+        app_folder.path().join(relative)
     } else {
-        app_folder.join("data").join(source)
+        app_folder.data().join(source)
     };
     Ok(Bind {
         source,
@@ -311,7 +295,8 @@ fn duration_ms(text: &Option<String>, default: Duration) -> Result<u64, String> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::images::ImageConfig;
+    use crate::runtime::oci::ImageConfig;
+    use std::path::Path;
 
     const APP: &str = r#"
 services:
@@ -352,8 +337,9 @@ volumes:
             ("reg/web:1".to_string(), pulled("reg/web:1")),
             ("reg/db:1".to_string(), pulled("reg/db:1")),
         ]);
-        let folder = Path::new("/var/lib/appunit/apps/blog");
-        let prepared = prepare("blog", &compose, &images, &BTreeMap::new(), folder).unwrap();
+        let app_folder = AppFolder::new(Path::new("/var/lib/appunit"), "blog");
+        let folder = app_folder.path();
+        let prepared = prepare("blog", &compose, &images, &BTreeMap::new(), &app_folder).unwrap();
         let order: Vec<&str> = prepared
             .plan
             .services
