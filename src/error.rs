@@ -46,32 +46,116 @@ pub enum AppError {
     System(String),
 }
 
+/// Every SPEC error code. Its spelling and its messages (`crate::messages`) are each
+/// in one exhaustive match, so a code cannot be misspelled or lack a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Code {
+    AppNameBlank,
+    AppNameNotExist,
+    CustomerAppNameBlank,
+    CustomerAppNameFormat,
+    CustomerAppNameRepeat,
+    CustomerAppNameWait,
+    AppVersionBlank,
+    AppVersionNotExist,
+    RequirementNotEnough,
+    AppIdBlank,
+    AppIdFormat,
+    AppIdNotExist,
+    ActionNotExist,
+    VersionNotSupport,
+    TooLarge,
+    Format,
+    Busy,
+    ContainerError,
+    SystemError,
+}
+
+impl Code {
+    pub const ALL: [Code; 19] = [
+        Code::AppNameBlank,
+        Code::AppNameNotExist,
+        Code::CustomerAppNameBlank,
+        Code::CustomerAppNameFormat,
+        Code::CustomerAppNameRepeat,
+        Code::CustomerAppNameWait,
+        Code::AppVersionBlank,
+        Code::AppVersionNotExist,
+        Code::RequirementNotEnough,
+        Code::AppIdBlank,
+        Code::AppIdFormat,
+        Code::AppIdNotExist,
+        Code::ActionNotExist,
+        Code::VersionNotSupport,
+        Code::TooLarge,
+        Code::Format,
+        Code::Busy,
+        Code::ContainerError,
+        Code::SystemError,
+    ];
+
+    /// The code as clients match on it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::AppNameBlank => "Param.AppName.Blank",
+            // The seed spells it without the final "t"; clients match on that spelling.
+            Code::AppNameNotExist => "Param.AppName.NotExis",
+            Code::CustomerAppNameBlank => "Param.CustomerAppName.Blank",
+            Code::CustomerAppNameFormat => "Param.CustomerAppName.FormatError",
+            Code::CustomerAppNameRepeat => "Param.CustomerAppName.Repeat",
+            Code::CustomerAppNameWait => "Param.CustomerAppName.Wait",
+            Code::AppVersionBlank => "Param.AppVersion.Blank",
+            Code::AppVersionNotExist => "Param.AppVersion.NotExist",
+            Code::RequirementNotEnough => "Requirement.NotEnough",
+            Code::AppIdBlank => "Param.APPID.Blank",
+            Code::AppIdFormat => "Param.APPID.FormatError",
+            Code::AppIdNotExist => "Param.APPID.NotExist",
+            Code::ActionNotExist => "Action.NotExist",
+            Code::VersionNotSupport => "Param.Version.NotSupport",
+            Code::TooLarge => "Param.TooLarge",
+            Code::Format => "Param.Format.Error",
+            Code::Busy => "App.Busy",
+            Code::ContainerError => "Server.Container.Error",
+            Code::SystemError => "Server.SystemError",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Code> {
+        Code::ALL.into_iter().find(|code| code.as_str() == text)
+    }
+}
+
+impl serde::Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 impl AppError {
-    /// The SPEC error code, spelled exactly as clients match on it.
-    pub fn code(&self) -> &'static str {
+    /// The SPEC error code.
+    pub fn code(&self) -> Code {
         use AppError::*;
         match self {
-            AppNameBlank => "Param.AppName.Blank",
-            // The seed spells it without the final "t"; clients match on that spelling.
-            AppNameNotExist(_) => "Param.AppName.NotExis",
-            CustomerAppNameBlank => "Param.CustomerAppName.Blank",
-            CustomerAppNameFormat => "Param.CustomerAppName.FormatError",
-            CustomerAppNameRepeat(_) => "Param.CustomerAppName.Repeat",
-            CustomerAppNameWait(..) => "Param.CustomerAppName.Wait",
-            AppVersionBlank => "Param.AppVersion.Blank",
-            AppVersionNotExist(_) => "Param.AppVersion.NotExist",
-            RequirementNotEnough(_) => "Requirement.NotEnough",
-            AppIdBlank => "Param.APPID.Blank",
-            AppIdFormat => "Param.APPID.FormatError",
-            AppIdNotExist(_) => "Param.APPID.NotExist",
+            AppNameBlank => Code::AppNameBlank,
+            AppNameNotExist(_) => Code::AppNameNotExist,
+            CustomerAppNameBlank => Code::CustomerAppNameBlank,
+            CustomerAppNameFormat => Code::CustomerAppNameFormat,
+            CustomerAppNameRepeat(_) => Code::CustomerAppNameRepeat,
+            CustomerAppNameWait(..) => Code::CustomerAppNameWait,
+            AppVersionBlank => Code::AppVersionBlank,
+            AppVersionNotExist(_) => Code::AppVersionNotExist,
+            RequirementNotEnough(_) => Code::RequirementNotEnough,
+            AppIdBlank => Code::AppIdBlank,
+            AppIdFormat => Code::AppIdFormat,
+            AppIdNotExist(_) => Code::AppIdNotExist,
             // A path or a method the API does not serve: either way no such Action exists.
-            ActionNotExist(_) | MethodNotAllowed(_) => "Action.NotExist",
-            VersionNotSupport(_) => "Param.Version.NotSupport",
-            TooLarge(_) => "Param.TooLarge",
-            Format(_) => "Param.Format.Error",
-            Busy(_) => "App.Busy",
-            Container(_) => "Server.Container.Error",
-            System(_) => "Server.SystemError",
+            ActionNotExist(_) | MethodNotAllowed(_) => Code::ActionNotExist,
+            VersionNotSupport(_) => Code::VersionNotSupport,
+            TooLarge(_) => Code::TooLarge,
+            Format(_) => Code::Format,
+            Busy(_) => Code::Busy,
+            Container(_) => Code::ContainerError,
+            System(_) => Code::SystemError,
         }
     }
 

@@ -1,5 +1,7 @@
 //! User-facing messages per SPEC code, in the caller's `Language`.
 
+use crate::error::Code;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Language {
     English,
@@ -16,111 +18,56 @@ impl Language {
     }
 }
 
-/// (code, Chinese — the seed's text, English).
-const MESSAGES: &[(&str, &str, &str)] = &[
-    (
-        "Param.AppName.Blank",
-        "APP名称为空",
-        "The app name is empty.",
-    ),
-    (
-        "Param.AppName.NotExis",
-        "不支持安装指定的App",
-        "The specified app is not supported.",
-    ),
-    (
-        "Param.CustomerAppName.Blank",
-        "用户自定义APP名称为空",
-        "The custom app name is empty.",
-    ),
-    (
-        "Param.CustomerAppName.FormatError",
-        "用户自定义APP名称只能是数字和小写字母组成",
-        "The custom app name may contain only digits and lowercase letters (2-32).",
-    ),
-    (
-        "Param.CustomerAppName.Repeat",
-        "已经安装了此应用，请重新指定APP名称",
-        "An app of this name is already installed; please choose another name.",
-    ),
-    (
-        "Param.CustomerAppName.Wait",
-        "同名应用已经在安装等待中，请重新指定APP名称",
-        "An app of this name is still waiting to be installed; please choose another name.",
-    ),
-    (
-        "Param.AppVersion.Blank",
-        "安装App的版本不能为空",
-        "The app version to install is empty.",
-    ),
-    (
-        "Param.AppVersion.NotExist",
-        "不支持安装指定的版本",
-        "The specified version is not supported.",
-    ),
-    (
-        "Requirement.NotEnough",
-        "系统资源（cpu，内存，磁盘空间）不足",
-        "Insufficient system resources (cpu, memory, disk space).",
-    ),
-    (
-        "Param.APPID.Blank",
-        "APP_ID 不能为空",
-        "APP_ID must not be empty.",
-    ),
-    (
-        "Param.APPID.FormatError",
-        "APP_ID 只能是数字和小写字母组成",
-        "APP_ID may contain only digits and lowercase letters (2-32).",
-    ),
-    (
-        "Param.APPID.NotExist",
-        "APP不存在",
-        "The app does not exist.",
-    ),
-    (
-        "Action.NotExist",
-        "接口不存在",
-        "The Action does not exist.",
-    ),
-    (
-        "Param.Version.NotSupport",
-        "不支持该接口版本",
-        "The API version is not supported.",
-    ),
-    (
-        "Param.TooLarge",
-        "请求内容过大",
-        "The request is too large.",
-    ),
-    (
-        "Param.Format.Error",
-        "参数格式错误",
-        "A parameter has the wrong format.",
-    ),
-    (
-        "App.Busy",
-        "该应用正在执行其他操作，请稍后再试",
-        "Another operation on this app is in progress.",
-    ),
-    (
-        "Server.Container.Error",
-        "容器运行时出错",
-        "The container runtime refused the operation.",
-    ),
-    (
-        "Server.SystemError",
-        "系统错误",
-        "An unexpected system error occurred.",
-    ),
-];
-
-pub fn message(code: &str, language: Language) -> &'static str {
-    let (_, chinese, english) = MESSAGES
-        .iter()
-        .find(|(c, _, _)| *c == code)
-        .copied()
-        .unwrap_or(("", "系统错误", "An unexpected system error occurred."));
+/// The message of `code`: Chinese is the seed's text.
+pub fn message(code: Code, language: Language) -> &'static str {
+    let (chinese, english) = match code {
+        Code::AppNameBlank => ("APP名称为空", "The app name is empty."),
+        Code::AppNameNotExist => ("不支持安装指定的App", "The specified app is not supported."),
+        Code::CustomerAppNameBlank => ("用户自定义APP名称为空", "The custom app name is empty."),
+        Code::CustomerAppNameFormat => (
+            "用户自定义APP名称只能是数字和小写字母组成",
+            "The custom app name may contain only digits and lowercase letters (2-32).",
+        ),
+        Code::CustomerAppNameRepeat => (
+            "已经安装了此应用，请重新指定APP名称",
+            "An app of this name is already installed; please choose another name.",
+        ),
+        Code::CustomerAppNameWait => (
+            "同名应用已经在安装等待中，请重新指定APP名称",
+            "An app of this name is still waiting to be installed; please choose another name.",
+        ),
+        Code::AppVersionBlank => (
+            "安装App的版本不能为空",
+            "The app version to install is empty.",
+        ),
+        Code::AppVersionNotExist => (
+            "不支持安装指定的版本",
+            "The specified version is not supported.",
+        ),
+        Code::RequirementNotEnough => (
+            "系统资源（cpu，内存，磁盘空间）不足",
+            "Insufficient system resources (cpu, memory, disk space).",
+        ),
+        Code::AppIdBlank => ("APP_ID 不能为空", "APP_ID must not be empty."),
+        Code::AppIdFormat => (
+            "APP_ID 只能是数字和小写字母组成",
+            "APP_ID may contain only digits and lowercase letters (2-32).",
+        ),
+        Code::AppIdNotExist => ("APP不存在", "The app does not exist."),
+        Code::ActionNotExist => ("接口不存在", "The Action does not exist."),
+        Code::VersionNotSupport => ("不支持该接口版本", "The API version is not supported."),
+        Code::TooLarge => ("请求内容过大", "The request is too large."),
+        Code::Format => ("参数格式错误", "A parameter has the wrong format."),
+        Code::Busy => (
+            "该应用正在执行其他操作，请稍后再试",
+            "Another operation on this app is in progress.",
+        ),
+        Code::ContainerError => (
+            "容器运行时出错",
+            "The container runtime refused the operation.",
+        ),
+        Code::SystemError => ("系统错误", "An unexpected system error occurred."),
+    };
     match language {
         Language::Chinese => chinese,
         Language::English => english,
@@ -140,10 +87,13 @@ mod tests {
     }
 
     #[test]
-    fn every_code_has_both_languages() {
-        for (code, chinese, english) in MESSAGES {
-            assert_eq!(message(code, Language::Chinese), *chinese);
-            assert_eq!(message(code, Language::English), *english);
+    fn every_code_has_both_languages_and_parses_back() {
+        for code in Code::ALL {
+            assert_eq!(Code::parse(code.as_str()), Some(code));
+            assert_ne!(
+                message(code, Language::Chinese),
+                message(code, Language::English)
+            );
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod common;
 
+use appunit::store::{Store, Transition};
 use common::{Call, Daemon, assert_envelope};
 use serde_json::json;
 
@@ -63,13 +64,18 @@ async fn every_error_code_in_both_languages() {
             .status,
         200
     );
-    // An app past its install: only the pipeline moves records there, so the test does.
-    let db = rusqlite::Connection::open(daemon.database()).unwrap();
-    db.execute(
-        "UPDATE apps SET status = 'installed' WHERE app_id = 'done1'",
-        [],
-    )
-    .unwrap();
+    // An app past its install: only the pipeline moves records there (the queue is
+    // paused here), so the test walks it through the store's state machine.
+    let store = Store::open(&daemon.database()).unwrap();
+    let done = store.get("done1").unwrap().unwrap();
+    for step in [
+        Transition::Dequeue,
+        Transition::Pulled,
+        Transition::Created,
+        Transition::Started,
+    ] {
+        store.transition(&done, step, None).unwrap();
+    }
 
     let cases: &[(&str, &str, &str)] = &[
         ("AppInstall", "", "Param.AppName.Blank"),
@@ -511,14 +517,14 @@ async fn concurrent_installs_allocate_distinct_ports() {
         "{codes:?}"
     );
 
-    let db = rusqlite::Connection::open(daemon.database()).unwrap();
-    let ports: Vec<u16> = db
-        .prepare("SELECT http_port FROM apps ORDER BY http_port")
+    let mut ports: Vec<u16> = Store::open(&daemon.database())
         .unwrap()
-        .query_map([], |r| r.get(0))
+        .list(None)
         .unwrap()
-        .map(Result::unwrap)
+        .iter()
+        .map(|app| app.http_port)
         .collect();
+    ports.sort();
     let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
     assert_eq!((ports.len(), distinct.len()), (21, 21));
     assert!(ports.iter().all(|p| *p >= 9006), "{ports:?}");
@@ -538,14 +544,8 @@ async fn a_port_taken_on_the_host_is_skipped() {
         )
         .await;
     drop(holder);
-    let db = rusqlite::Connection::open(daemon.database()).unwrap();
-    let port: u16 = db
-        .query_row(
-            "SELECT http_port FROM apps WHERE app_id = 'held'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let store = Store::open(&daemon.database()).unwrap();
+    let port = store.get("held").unwrap().unwrap().http_port;
     assert!(port > 9006, "{port}");
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use appunit::store::{Store, UninstallRequest};
 use common::host::{Host, is_code, publish_images, settled};
 use common::sandbox::Sandbox;
 use std::collections::BTreeSet;
@@ -347,14 +348,14 @@ async fn installs_survive_a_daemon_crash_in_every_phase() {
     // An uninstall cut short (recorded as begun, nothing torn down yet) is finished at
     // the next start, deleting what it was asked to: here the data, not the image.
     host.kill_daemon();
-    let db = rusqlite::Connection::open(host.sandbox.path("appunit/appunit.db")).unwrap();
-    db.execute(
-        "UPDATE apps SET status = 'uninstalling', uninstall_delete_data = 1,
-                         uninstall_delete_image = 0 WHERE app_id = 'init'",
-        [],
-    )
-    .unwrap();
-    drop(db);
+    let store = Store::open(&host.sandbox.path("appunit/appunit.db")).unwrap();
+    let init = store.get("init").unwrap().unwrap();
+    let request = UninstallRequest {
+        delete_data: true,
+        delete_image: false,
+    };
+    store.begin_uninstall(&init, request).unwrap();
+    drop(store);
     host.start_daemon();
     host.sandbox.wait_until("the uninstall to finish", |s| {
         !s.path("appunit/apps/init").exists()

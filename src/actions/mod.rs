@@ -6,19 +6,17 @@ pub mod params;
 use crate::app::AppFolder;
 use crate::catalog::{Catalog, CatalogApp};
 use crate::config::Config;
-use crate::error::AppError;
+use crate::error::{AppError, Code};
 use crate::host;
 use crate::images::progress::ProgressInfo;
-use crate::lifecycle::{Change, Lifecycle, Status};
+use crate::lifecycle::{Change, Lifecycle, Operation, Status};
 use crate::messages::{Language, message};
 use crate::store::{AppRecord, NewApp, Phase, Store, StoreError, UninstallRequest};
 use params::Params;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Serialize;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::Mutex;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -116,7 +114,7 @@ pub struct AppDetailInfo {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct ReasonInfo {
-    pub code: String,
+    pub code: Code,
     pub message: &'static str,
     pub detail: String,
 }
@@ -139,7 +137,6 @@ pub struct Actions {
     config: Arc<Config>,
     lifecycle: Arc<Lifecycle>,
     public_host: String,
-    in_progress: Mutex<HashMap<String, &'static str>>,
 }
 
 impl Actions {
@@ -160,7 +157,6 @@ impl Actions {
             config,
             lifecycle,
             public_host,
-            in_progress: Mutex::new(HashMap::new()),
         }
     }
 
@@ -175,7 +171,7 @@ impl Actions {
         language: Language,
     ) -> Result<Reply, AppError> {
         match action {
-            Action::Install => self.install(params).map(app_id_data),
+            Action::Install => self.install(params).await.map(app_id_data),
             Action::Uninstall => self.uninstall(params).await.map(app_id_data),
             Action::Start | Action::Stop | Action::Restart => {
                 self.change_state(action, params).await.map(app_id_data)
@@ -187,7 +183,7 @@ impl Actions {
         }
     }
 
-    fn install(&self, params: &Params) -> Result<String, AppError> {
+    async fn install(&self, params: &Params) -> Result<String, AppError> {
         let app_name = params.text("app_name")?.ok_or(AppError::AppNameBlank)?;
         let app = self
             .catalog
@@ -199,7 +195,7 @@ impl Actions {
         if !is_valid_app_id(app_id) {
             return Err(AppError::CustomerAppNameFormat);
         }
-        if let Some(existing) = self.store.get(app_id)? {
+        if let Some(existing) = self.record(app_id).await? {
             return Err(name_taken(existing.app_id, existing.phase));
         }
         let version = params
@@ -217,19 +213,28 @@ impl Actions {
         if !shortfalls.is_empty() {
             return Err(AppError::RequirementNotEnough(shortfalls.join("; ")));
         }
-        let _busy = self.begin(app_id, Action::Install)?;
+        let _busy = self.lifecycle.begin(app_id, Operation::Install)?;
         let password = Alphanumeric.sample_string(&mut rand::rng(), 20);
-        let new_app = NewApp {
-            app_id,
-            app_name,
-            app_version: version,
-            password: &password,
-            default_port: app.meta.http_port,
-        };
-        match self
+        let (id, name, owned_version) = (
+            app_id.to_string(),
+            app_name.to_string(),
+            version.to_string(),
+        );
+        let default_port = app.meta.http_port;
+        let inserted = self
             .store
-            .insert_queued(&new_app, &host::listening_tcp_ports())
-        {
+            .blocking(move |store| {
+                let new_app = NewApp {
+                    app_id: &id,
+                    app_name: &name,
+                    app_version: &owned_version,
+                    password: &password,
+                    default_port,
+                };
+                store.insert_queued(&new_app, &host::listening_tcp_ports())
+            })
+            .await;
+        match inserted {
             Ok(record) => {
                 tracing::info!(
                     app_id,
@@ -250,8 +255,8 @@ impl Actions {
         let app_id = required_app_id(params)?;
         let delete_image = params.flag("delete_image", false)?;
         let delete_data = params.flag("delete_data", true)?;
-        let _busy = self.begin(app_id, Action::Uninstall)?;
-        let record = self.existing(app_id)?;
+        let _busy = self.lifecycle.begin(app_id, Operation::Uninstall)?;
+        let record = self.existing(app_id).await?;
         let request = UninstallRequest {
             delete_data,
             delete_image,
@@ -263,8 +268,13 @@ impl Actions {
 
     async fn change_state(&self, action: Action, params: &Params) -> Result<String, AppError> {
         let app_id = required_app_id(params)?;
-        let _busy = self.begin(app_id, action)?;
-        let record = self.existing(app_id)?;
+        let (operation, change) = match action {
+            Action::Start => (Operation::Start, Change::Start),
+            Action::Stop => (Operation::Stop, Change::Stop),
+            _ => (Operation::Restart, Change::Restart),
+        };
+        let _busy = self.lifecycle.begin(app_id, operation)?;
+        let record = self.existing(app_id).await?;
         match record.phase {
             Phase::Installed => {}
             Phase::Failed => {
@@ -280,18 +290,13 @@ impl Actions {
                 )));
             }
         }
-        let change = match action {
-            Action::Start => Change::Start,
-            Action::Stop => Change::Stop,
-            _ => Change::Restart,
-        };
         self.lifecycle.change(app_id, change).await?;
         Ok(app_id.to_string())
     }
 
     async fn status(&self, params: &Params, language: Language) -> Result<AppDetailInfo, AppError> {
         let app_id = required_app_id(params)?;
-        Ok(self.detail(self.existing(app_id)?, language).await)
+        Ok(self.detail(self.existing(app_id).await?, language).await)
     }
 
     async fn list(
@@ -304,15 +309,25 @@ impl Actions {
             return Err(AppError::CustomerAppNameFormat);
         }
         let mut details = Vec::new();
-        for record in self.store.list(only)? {
+        let only = only.map(str::to_string);
+        let records = self
+            .store
+            .blocking(move |store| store.list(only.as_deref()))
+            .await?;
+        for record in records {
             details.push(self.detail(record, language).await);
         }
         Ok(details)
     }
 
-    fn existing(&self, app_id: &str) -> Result<AppRecord, AppError> {
-        self.store
-            .get(app_id)?
+    async fn record(&self, app_id: &str) -> Result<Option<AppRecord>, AppError> {
+        let id = app_id.to_string();
+        Ok(self.store.blocking(move |store| store.get(&id)).await?)
+    }
+
+    async fn existing(&self, app_id: &str) -> Result<AppRecord, AppError> {
+        self.record(app_id)
+            .await?
             .ok_or_else(|| AppError::AppIdNotExist(app_id.into()))
     }
 
@@ -337,7 +352,7 @@ impl Actions {
             status_code: truth.status.code(),
             status: truth.status.as_str(),
             status_reason: truth.reason.map(|reason| ReasonInfo {
-                message: message(&reason.code, language),
+                message: message(reason.code, language),
                 code: reason.code,
                 detail: reason.detail,
             }),
@@ -351,53 +366,6 @@ impl Actions {
             name: record.app_name,
             app_version: record.app_version,
         }
-    }
-
-    /// At start-up: uninstalls a crash cut short are finished, deleting what they were
-    /// asked to, each under its app's guard like an AppUninstall.
-    pub async fn finish_interrupted_uninstalls(&self) {
-        for (record, request) in self.store.pending_uninstalls().unwrap_or_default() {
-            let app_id = record.app_id.as_str();
-            let Ok(_busy) = self.begin(app_id, Action::Uninstall) else {
-                continue; // an AppUninstall got there first
-            };
-            tracing::warn!(app_id, "uninstall was interrupted: finishing it");
-            if let Err(err) = self.lifecycle.uninstall(&record, request).await {
-                tracing::error!(app_id, %err, "finishing the interrupted uninstall");
-            }
-        }
-    }
-
-    /// Marks a lifecycle operation on `app_id` as in progress until the guard drops;
-    /// a second one meanwhile is `App.Busy`, naming the first.
-    fn begin(&self, app_id: &str, action: Action) -> Result<InProgress<'_>, AppError> {
-        let mut running = self.in_progress.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(other) = running.get(app_id) {
-            return Err(AppError::Busy(format!(
-                "{other} of {app_id} is in progress"
-            )));
-        }
-        running.insert(app_id.to_string(), action.name());
-        Ok(InProgress {
-            actions: self,
-            app_id: app_id.to_string(),
-        })
-    }
-}
-
-struct InProgress<'a> {
-    actions: &'a Actions,
-    app_id: String,
-}
-
-impl Drop for InProgress<'_> {
-    fn drop(&mut self) {
-        let mut running = self
-            .actions
-            .in_progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        running.remove(&self.app_id);
     }
 }
 

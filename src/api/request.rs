@@ -100,9 +100,9 @@ mod tests {
     fn malformed_bodies_are_format_errors() {
         for body in [&b"{not json"[..], b"[1,2]", b"\"text\""] {
             let err = parse(None, Some("application/json"), body).unwrap_err();
-            assert_eq!(err.code(), "Param.Format.Error");
+            assert_eq!(err.code(), crate::error::Code::Format);
         }
         let err = parse(None, None, b"a=\xff\xfe").unwrap_err();
-        assert_eq!(err.code(), "Param.Format.Error");
+        assert_eq!(err.code(), crate::error::Code::Format);
     }
 }

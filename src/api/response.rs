@@ -1,7 +1,7 @@
 //! The response envelope: `{"ResponseData": …, "Error": {Code, Message, Detail}}`.
 
 use crate::actions::Reply;
-use crate::error::AppError;
+use crate::error::{AppError, Code};
 use crate::messages::{Language, message};
 use bytes::Bytes;
 use http_body_util::Full;
@@ -20,7 +20,7 @@ struct Envelope<'a> {
 #[derive(Serialize)]
 #[serde(rename_all = "PascalCase")]
 struct ErrorInfo<'a> {
-    code: &'a str,
+    code: Code,
     message: &'a str,
     detail: String,
 }

@@ -5,7 +5,7 @@ use appunit::catalog::Catalog;
 use appunit::config::{self, Config};
 use appunit::images::Puller;
 use appunit::images::progress::Progress;
-use appunit::lifecycle::Lifecycle;
+use appunit::lifecycle::{Backends, Lifecycle};
 use appunit::runtime::containerd::Containerd;
 use appunit::store::Store;
 use clap::{Parser, Subcommand};
@@ -187,18 +187,12 @@ fn run_daemon(config_path: &Path) -> Result<(), String> {
             catalog.clone(),
             config.clone(),
             config_path.to_path_buf(),
+            Backends::real(&config),
         ));
         let actions = Arc::new(Actions::new(store, catalog, config, lifecycle.clone()));
         // Interrupted installs go back to the queue before the queue runs; interrupted
         // uninstalls are finished.
-        let (queue, interrupted) = (lifecycle.clone(), actions.clone());
-        tokio::spawn(async move {
-            queue.reconcile().await;
-            tokio::join!(
-                interrupted.finish_interrupted_uninstalls(),
-                queue.run_queue()
-            );
-        });
+        tokio::spawn(lifecycle.reconcile());
         // Harmless when not started by systemd (no NOTIFY_SOCKET).
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         if let Some(timeout) = sd_notify::watchdog_enabled() {

@@ -1,25 +1,39 @@
-//! The lifecycle of apps on the host: the install pipeline (queue → pull → create →
-//! init → installed), start/stop/restart through their units, uninstall, the status
-//! read from the truth, and reconciliation at start-up.
+//! The lifecycle of apps on the host: the install queue and pipeline (queue → pull →
+//! create → init → installed), start/stop/restart through their units, uninstall, the
+//! status read from the truth, and reconciliation at start-up. Every change of an app's
+//! phase is a transition of the store's state machine (`store::phase`); the host is
+//! reached only through the `backends` traits.
 
+mod backends;
 mod image_files;
+mod install;
+pub mod registry;
+mod unit_file;
 
-use crate::app::plan::{self, AppPlan};
-use crate::app::{AppFolder, slice_name, unit_name};
+#[cfg(test)]
+mod fakes;
+#[cfg(test)]
+mod tests;
+
+pub use backends::{AppNetwork, Backends, ContainerRuntime, ImageSource, UnitManager};
+pub use registry::Operation;
+
+use crate::app::{AppFolder, unit_name};
 use crate::catalog::Catalog;
-use crate::catalog::compose::VARIABLES;
 use crate::config::Config;
-use crate::error::AppError;
-use crate::images::progress::{Progress, ProgressInfo};
-use crate::images::{PulledImage, Puller};
-use crate::runtime::containerd::Containerd;
-use crate::runtime::oci::names_an_account;
-use crate::runtime::systemd::{Systemd, UnitState};
-use crate::store::{AppRecord, Phase, StatusReason, Store, UninstallRequest};
-use std::collections::{BTreeMap, HashMap};
+use crate::error::{AppError, Code};
+use crate::images::PullError;
+use crate::images::progress::ProgressInfo;
+use crate::runtime::containerd::ContainerdError;
+use crate::runtime::systemd::{SystemdError, UnitState};
+use crate::store::{
+    AppRecord, Phase, StatusReason, Store, StoreError, Transition, UninstallRequest,
+};
+use registry::{Busy, Registry};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tokio::sync::{Notify, Semaphore};
+use unit_file::unit_file;
 
 /// An app's state as the SPEC names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,15 +103,37 @@ impl Truth {
     }
 }
 
-const RUNTIME_ERROR: &str = "Server.Container.Error";
-
-/// The host services an installed app needs, connected on first use (and again after
-/// a failure), so the API answers even while containerd or systemd is down.
-#[derive(Clone)]
-struct Runtime {
-    containerd: Containerd,
-    systemd: Arc<Systemd>,
-    puller: Puller,
+/// Why an install failed, with its cause kept.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("the catalog no longer has {0}")]
+    NotInCatalog(String),
+    #[error("{0}")]
+    Compose(String),
+    #[error("{0}")]
+    Plan(String),
+    #[error(transparent)]
+    Pull(#[from] PullError),
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+    #[error(transparent)]
+    Systemd(#[from] SystemdError),
+    #[error("{0}")]
+    ImageFiles(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("locating appunitd: {0}")]
+    Exe(std::io::Error),
+    #[error("the install was stopped")]
+    Cancelled,
+    /// The unit did not start: systemd's word, and the supervisor's reason.
+    #[error("{error}{}", if why.is_empty() { String::new() } else { format!(": {why}") })]
+    Start { error: SystemdError, why: String },
 }
 
 pub struct Lifecycle {
@@ -105,10 +141,8 @@ pub struct Lifecycle {
     catalog: Arc<Catalog>,
     config: Arc<Config>,
     config_path: PathBuf,
-    runtime: tokio::sync::Mutex<Option<Runtime>>,
-    progress: Mutex<HashMap<String, Arc<Progress>>>,
-    /// Installs under way, so an uninstall can stop one.
-    installs: Mutex<HashMap<String, tokio::task::AbortHandle>>,
+    backends: Backends,
+    registry: Registry,
     wake: Notify,
 }
 
@@ -118,45 +152,46 @@ impl Lifecycle {
         catalog: Arc<Catalog>,
         config: Arc<Config>,
         config_path: PathBuf,
+        backends: Backends,
     ) -> Lifecycle {
         Lifecycle {
             store,
             catalog,
             config,
             config_path,
-            runtime: tokio::sync::Mutex::new(None),
-            progress: Mutex::default(),
-            installs: Mutex::default(),
+            backends,
+            registry: Registry::default(),
             wake: Notify::new(),
         }
     }
 
-    async fn runtime(&self) -> Result<Runtime, AppError> {
-        let mut runtime = self.runtime.lock().await;
-        if let Some(connected) = runtime.as_ref() {
-            return Ok(connected.clone());
-        }
-        let containerd = Containerd::connect(
-            &self.config.containerd_socket,
-            &self.config.containerd_namespace,
-        )
-        .await
-        .map_err(|e| AppError::Container(e.to_string()))?;
-        let systemd = Systemd::connect(None, self.config.unit_dir.clone())
-            .await
-            .map_err(|e| AppError::Container(e.to_string()))?;
-        let connected = Runtime {
-            puller: Puller::new(containerd.clone(), self.config.registries.clone()),
-            containerd,
-            systemd: Arc::new(systemd),
-        };
-        *runtime = Some(connected.clone());
-        Ok(connected)
+    /// Marks `operation` as under way on the app until the guard drops; a second one
+    /// meanwhile is `App.Busy`, naming the first.
+    pub fn begin(&self, app_id: &str, operation: Operation) -> Result<Busy<'_>, AppError> {
+        self.registry.begin(app_id, operation).map_err(|other| {
+            AppError::Busy(format!(
+                "{} of {app_id} is in progress",
+                other.action_name()
+            ))
+        })
     }
 
     /// Wakes the install queue: an app was queued.
     pub fn queued(&self) {
         self.wake.notify_one();
+    }
+
+    /// Applies a transition on a blocking thread.
+    async fn transition(
+        &self,
+        app: &AppRecord,
+        transition: Transition,
+        reason: Option<StatusReason>,
+    ) -> Result<Phase, StoreError> {
+        let app = app.clone();
+        self.store
+            .blocking(move |store| store.transition(&app, transition, reason.as_ref()))
+            .await
     }
 
     /// Runs the install queue for the daemon's lifetime: up to `max_parallel_installs`
@@ -165,261 +200,41 @@ impl Lifecycle {
         let slots = Arc::new(Semaphore::new(self.config.max_parallel_installs));
         loop {
             if self.config.max_parallel_installs > 0 {
-                let queued = self.store.with_phase(Phase::Queuing).unwrap_or_else(|err| {
-                    tracing::error!(%err, "reading the install queue");
-                    Vec::new()
-                });
+                let queued = self
+                    .store
+                    .blocking(|store| store.with_phase(Phase::Queuing))
+                    .await
+                    .unwrap_or_else(|err| {
+                        tracing::error!(%err, "reading the install queue");
+                        Vec::new()
+                    });
                 for app in queued {
                     let Ok(slot) = slots.clone().acquire_owned().await else {
                         return;
                     };
-                    // Taken off the queue before the next look at it.
-                    if !self
-                        .store
-                        .set_phase(&app.app_id, Phase::Pulling, None)
-                        .unwrap_or(false)
-                    {
-                        continue;
-                    }
-                    let lifecycle = self.clone();
-                    let app_id = app.app_id.clone();
-                    // The map stays locked until the handle is in: an install that ends
-                    // at once removes its entry only after that, and none goes stale.
-                    let mut installs = self.installs.lock().unwrap_or_else(|p| p.into_inner());
-                    let task = tokio::spawn(async move {
-                        lifecycle.install(app).await;
-                        drop(slot);
-                    });
-                    installs.insert(app_id, task.abort_handle());
+                    self.start_install(app, slot);
                 }
             }
             self.wake.notified().await;
         }
     }
 
-    /// The install pipeline for one app; a failure leaves it in error with the reason,
-    /// and nothing of it on the host but its data.
-    async fn install(self: &Arc<Self>, app: AppRecord) {
+    /// Takes the app off the queue and starts its install, unless an operation on it
+    /// (an uninstall) is under way or it left the queue meanwhile.
+    fn start_install(self: &Arc<Self>, app: AppRecord, slot: tokio::sync::OwnedSemaphorePermit) {
         let app_id = app.app_id.clone();
-        let outcome = self.install_phases(&app).await;
-        self.progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&app_id);
-        self.installs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&app_id);
-        match outcome {
-            Ok(()) => {
-                let _ = self.store.set_phase(&app_id, Phase::Installed, None);
-                tracing::info!(app_id, "installed and running");
+        self.registry.start_install(&app_id, |progress, cancel| {
+            // Under the registry's lock: an uninstall cannot begin between the two.
+            if let Err(err) = self.store.transition(&app, Transition::Dequeue, None) {
+                tracing::debug!(%err, "not installing");
+                return None;
             }
-            Err(detail) => {
-                tracing::error!(app_id, %detail, "install failed");
-                if let Ok(runtime) = self.runtime().await
-                    && let Err(err) = self.teardown(&runtime, &app_id, false).await
-                {
-                    tracing::error!(app_id, %err, "cleaning up after the failed install");
-                }
-                let reason = StatusReason {
-                    code: RUNTIME_ERROR.into(),
-                    detail,
-                };
-                let _ = self.store.set_phase(&app_id, Phase::Failed, Some(&reason));
-            }
-        }
-        self.wake.notify_one();
-    }
-
-    async fn install_phases(&self, app: &AppRecord) -> Result<(), String> {
-        let app_id = app.app_id.as_str();
-        let runtime = self.runtime().await.map_err(|e| e.detail())?;
-        let catalog_app = self
-            .catalog
-            .get(&app.app_name)
-            .ok_or_else(|| format!("the catalog no longer has {}", app.app_name))?;
-        let folder = self.app_folder(app_id);
-        let variables = |name: &str| -> Option<String> {
-            Some(match name {
-                "APP_NAME" => app_id.to_string(),
-                "APP_VERSION" => app.app_version.clone(),
-                "APP_HTTP_PORT" => app.http_port.to_string(),
-                "APP_USER" => catalog_app.meta.user_name.clone(),
-                "APP_PASSWORD" => app.password.clone(),
-                "APP_DATA" => folder.data().display().to_string(),
-                _ => return None,
-            })
-        };
-        debug_assert!(VARIABLES.iter().all(|v| variables(v).is_some()));
-        let (compose, rendered) =
-            crate::catalog::compose::Compose::render(&catalog_app.compose_text, &variables)?;
-
-        // Pulling: every image of the app, with one progress across them.
-        let progress = Arc::new(Progress::default());
-        self.progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(app_id.into(), progress.clone());
-        let mut references: Vec<String> =
-            compose.services.values().map(|s| s.image.clone()).collect();
-        references.sort();
-        references.dedup();
-        let pulled = runtime
-            .puller
-            .pull_all(&references, &progress)
-            .await
-            .map_err(|e| e.to_string())?;
-        let images: BTreeMap<String, PulledImage> = references.into_iter().zip(pulled).collect();
-
-        // Creating: the app folder, the containers, the unit.
-        self.store
-            .set_phase(app_id, Phase::Creating, None)
-            .map_err(|e| e.to_string())?;
-        // User names resolve in the image's own /etc/passwd and /etc/group.
-        let mut accounts = BTreeMap::new();
-        for service in compose.services.values() {
-            // A missing image is prepare's error to report.
-            let Some(image) = images.get(&service.image) else {
-                continue;
-            };
-            let user = service.user.as_deref().unwrap_or(&image.config.user);
-            if names_an_account(user) && !accounts.contains_key(&service.image) {
-                let read = image_files::read_accounts(
-                    &runtime.containerd,
-                    &image.chain_id,
-                    self.config.run_dir(),
-                )
-                .await?;
-                accounts.insert(service.image.clone(), read);
-            }
-        }
-        let prepared = plan::prepare(app_id, &compose, &images, &accounts, &folder)?;
-        // compose.yaml and plan.json hold the app's password: root only. Containers read
-        // hosts as whatever user they run as.
-        let write = |path: PathBuf, text: &str, mode: u32| {
-            use std::os::unix::fs::OpenOptionsExt;
-            let _ = std::fs::remove_file(&path);
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(mode)
-                .open(&path)
-                .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
-                .map_err(|e| format!("{}: {e}", path.display()))
-        };
-        for dir in std::iter::once(folder.data()).chain(prepared.folders.iter().cloned()) {
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        }
-        for seed in &prepared.seeds {
-            image_files::seed_volume(&runtime.containerd, seed, self.config.run_dir()).await?;
-        }
-        write(folder.compose_file(), &rendered, 0o600)?;
-        write(folder.hosts_file(), &prepared.hosts, 0o644)?;
-        let plan_text = serde_json::to_string_pretty(&prepared.plan).map_err(|e| e.to_string())?;
-        write(folder.plan_file(), &plan_text, 0o600)?;
-        let labels = HashMap::from([(
-            crate::runtime::containerd::APP_LABEL.to_string(),
-            app_id.to_string(),
-        )]);
-        for container in &prepared.containers {
-            // A container left by an interrupted attempt is replaced.
-            runtime
-                .containerd
-                .delete_container(&container.id)
-                .await
-                .map_err(|e| e.to_string())?;
-            runtime
-                .containerd
-                .create_container(
-                    &container.id,
-                    &container.image,
-                    &container.chain_id,
-                    &container.spec,
-                    labels.clone(),
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-        }
-        let unit = unit_name(app_id);
-        let unit_text = self.unit_file(app_id, &catalog_app.meta.trademark, &prepared.plan)?;
-        runtime
-            .systemd
-            .install_unit(&unit, &unit_text)
-            .await
-            .map_err(|e| e.to_string())?;
-
-        // Initing: the unit starts; its start job ends when the supervisor reports the
-        // health checks passed (READY=1), or fails with its reason.
-        self.store
-            .set_phase(app_id, Phase::Initing, None)
-            .map_err(|e| e.to_string())?;
-        runtime
-            .systemd
-            .enable(&unit)
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Err(err) = runtime.systemd.start(&unit).await {
-            let why = runtime
-                .systemd
-                .status(&unit)
-                .await
-                .map(|s| s.status_text)
-                .unwrap_or_default();
-            return Err(if why.is_empty() {
-                err.to_string()
-            } else {
-                format!("{err}: {why}")
-            });
-        }
-        Ok(())
-    }
-
-    fn unit_file(&self, app_id: &str, trademark: &str, plan: &AppPlan) -> Result<String, String> {
-        let exe = std::env::current_exe().map_err(|e| format!("locating appunitd: {e}"))?;
-        let config = std::path::absolute(&self.config_path).map_err(|e| e.to_string())?;
-        // Enough for every health check to use its start period and all its retries.
-        let start_ms: u64 = plan
-            .services
-            .iter()
-            .filter_map(|s| s.health.as_ref())
-            .map(|h| {
-                h.start_period_ms + (h.interval_ms + h.timeout_ms) * (u64::from(h.retries) + 1)
-            })
-            .sum();
-        let stop_ms: u64 = plan.services.iter().map(|s| s.stop_grace_ms + 10_000).sum();
-        Ok(format!(
-            "# Written by appunitd; changes are overwritten.\n\
-             [Unit]\n\
-             Description=appunit app {app_id} ({trademark})\n\
-             Wants=containerd.service network-online.target\n\
-             After=containerd.service network-online.target\n\
-             StartLimitIntervalSec=300\n\
-             StartLimitBurst=3\n\
-             \n\
-             [Service]\n\
-             Type=notify\n\
-             NotifyAccess=main\n\
-             ExecStart={exe} --config {config} supervise {app_id}\n\
-             Slice={slice}\n\
-             Restart=on-failure\n\
-             RestartSec=5\n\
-             TimeoutStartSec={start}\n\
-             TimeoutStopSec={stop}\n\
-             \n\
-             [Install]\n\
-             WantedBy={target}\n",
-            target = self.config.unit_target,
-            exe = exe.display(),
-            config = config.display(),
-            slice = slice_name(app_id),
-            start = (start_ms / 1000 + 120),
-            stop = (stop_ms / 1000 + 10),
-        ))
-    }
-
-    fn app_folder(&self, app_id: &str) -> AppFolder {
-        AppFolder::new(&self.config.state_dir, app_id)
+            let lifecycle = self.clone();
+            Some(tokio::spawn(async move {
+                lifecycle.install(app, progress, cancel).await;
+                drop(slot);
+            }))
+        });
     }
 
     /// AppStatus's truth: the pipeline's phase while installing, the unit afterwards.
@@ -427,12 +242,7 @@ impl Lifecycle {
         match record.phase {
             Phase::Queuing => Truth::plain(Status::Queuing),
             Phase::Pulling => Truth {
-                progress: self
-                    .progress
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&record.app_id)
-                    .map(|p| p.info()),
+                progress: self.registry.progress(&record.app_id).map(|p| p.info()),
                 ..Truth::plain(Status::Pulling)
             },
             Phase::Creating => Truth::plain(Status::Creating),
@@ -450,17 +260,13 @@ impl Lifecycle {
         let failed = |detail: String| Truth {
             status: Status::Error,
             reason: Some(StatusReason {
-                code: RUNTIME_ERROR.into(),
+                code: Code::ContainerError,
                 detail,
             }),
             progress: None,
         };
-        let runtime = match self.runtime().await {
-            Ok(runtime) => runtime,
-            Err(err) => return failed(err.detail()),
-        };
         let unit = unit_name(app_id);
-        let status = match runtime.systemd.status(&unit).await {
+        let status = match self.backends.units.status(&unit).await {
             Ok(status) => status,
             Err(err) => return failed(err.to_string()),
         };
@@ -481,89 +287,98 @@ impl Lifecycle {
     /// AppStart, AppStop or AppRestart, once the unit reached its state. AppStop is
     /// sticky: the unit is disabled, so it stays down at boot too, until AppStart.
     pub async fn change(&self, app_id: &str, change: Change) -> Result<(), AppError> {
-        let runtime = self.runtime().await?;
-        let (unit, systemd) = (unit_name(app_id), &runtime.systemd);
+        let (unit, units) = (unit_name(app_id), &self.backends.units);
         match change {
-            Change::Stop => systemd.disable(&unit).await,
-            Change::Start | Change::Restart => systemd.enable(&unit).await,
+            Change::Stop => units.disable(&unit).await,
+            Change::Start | Change::Restart => units.enable(&unit).await,
         }
         .map_err(container_error)?;
         match change {
-            Change::Start => systemd.start(&unit).await,
-            Change::Stop => systemd.stop(&unit).await,
-            Change::Restart => systemd.restart(&unit).await,
+            Change::Start => units.start(&unit).await,
+            Change::Stop => units.stop(&unit).await,
+            Change::Restart => units.restart(&unit).await,
         }
         .map_err(container_error)
     }
 
-    /// AppUninstall, in any phase: an install under way is stopped first.
+    /// AppUninstall, in any phase, under the caller's `Operation::Uninstall` guard: an
+    /// install under way is stopped first.
     pub async fn uninstall(
         &self,
         record: &AppRecord,
         request: UninstallRequest,
     ) -> Result<(), AppError> {
         let app_id = record.app_id.as_str();
-        if let Some(install) = self
-            .installs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(app_id)
-        {
-            install.abort();
+        if let Some(install) = self.registry.take_install(app_id) {
+            install.cancel.cancel();
+            // Nothing of it runs on while the app is torn down.
+            let _ = install.task.await;
         }
-        self.progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(app_id);
-        if record.phase != Phase::Queuing {
-            self.store
-                .begin_uninstall(app_id, request, record.reason.as_ref())?;
-            let runtime = self.runtime().await?;
-            self.teardown(&runtime, app_id, request.delete_image)
+        let uninstalling = record.clone();
+        let from = self
+            .store
+            .blocking(move |store| store.begin_uninstall(&uninstalling, request))
+            .await
+            .map_err(|err| match err {
+                StoreError::Refused { .. } => AppError::AppIdNotExist(app_id.into()),
+                err => err.into(),
+            })?;
+        // A queued app has nothing on the host yet.
+        if from != Phase::Queuing {
+            self.teardown(app_id, request.delete_image)
                 .await
                 .map_err(AppError::Container)?;
         }
-        let folder = self.app_folder(app_id);
-        remove_folder(folder.path(), request.delete_data).map_err(AppError::System)?;
-        self.store.delete(app_id)?;
+        let folder = AppFolder::new(&self.config.state_dir, app_id);
+        tokio::task::spawn_blocking(move || remove_folder(folder.path(), request.delete_data))
+            .await
+            .map_err(|e| AppError::System(e.to_string()))?
+            .map_err(AppError::System)?;
+        let removed = record.clone();
+        self.store
+            .blocking(move |store| store.remove(&removed))
+            .await?;
         Ok(())
     }
 
     /// Removes what an app has on the host but its folder: unit, containers with
     /// their tasks and snapshots, network namespace, output FIFOs; its images when
-    /// asked and unused by other apps.
-    async fn teardown(
-        &self,
-        runtime: &Runtime,
-        app_id: &str,
-        delete_image: bool,
-    ) -> Result<(), String> {
-        // Every step is tried, whatever failed before it: leave as little as possible.
+    /// asked and unused by other apps. Every step is tried, whatever failed before it:
+    /// leave as little as possible.
+    async fn teardown(&self, app_id: &str, delete_image: bool) -> Result<(), String> {
         let mut failures = Vec::new();
-        if let Err(err) = runtime.systemd.remove_unit(&unit_name(app_id)).await {
+        if let Err(err) = self.backends.units.remove_unit(&unit_name(app_id)).await {
             failures.push(err.to_string());
         }
-        let mut images = Vec::new();
-        match runtime.containerd.app_containers(Some(app_id)).await {
-            Ok(containers) => {
-                for container in containers {
-                    if let Err(err) = runtime.containerd.delete_container(&container.id).await {
-                        failures.push(err.to_string());
-                    }
-                    images.push(container.image);
-                }
+        let images = match self.remove_containers(app_id).await {
+            Ok(images) => images,
+            Err(err) => {
+                failures.push(err);
+                Vec::new()
             }
-            Err(err) => failures.push(err.to_string()),
+        };
+        let (network, run_dir) = (
+            self.backends.network.clone(),
+            self.config.app_run_dir(app_id),
+        );
+        let id = app_id.to_string();
+        let released = tokio::task::spawn_blocking(move || {
+            let _ = std::fs::remove_dir_all(run_dir);
+            network.release(&id).map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        if let Err(err) = released {
+            failures.push(err);
         }
-        if let Err(err) = self.config.network().release(app_id) {
-            failures.push(err.to_string());
-        }
-        let _ = std::fs::remove_dir_all(self.config.app_run_dir(app_id));
         if delete_image {
-            images.sort();
-            images.dedup();
             for image in images {
-                if let Err(err) = runtime.puller.remove_unless_used(&image, app_id).await {
+                if let Err(err) = self
+                    .backends
+                    .images
+                    .remove_unless_used(&image, app_id)
+                    .await
+                {
                     failures.push(err.to_string());
                 }
             }
@@ -575,86 +390,131 @@ impl Lifecycle {
         }
     }
 
-    /// At start-up: installs that were under way when the daemon stopped go back to the
-    /// queue, after what they had made is removed (their data stays).
-    pub async fn reconcile(&self) {
-        // No pull runs yet: any lease of ours belongs to one a crash interrupted.
-        if let Ok(runtime) = self.runtime().await {
-            match runtime.containerd.release_stale_leases().await {
-                Ok(0) => {}
-                Ok(released) => {
-                    tracing::warn!(released, "released the leases of interrupted pulls")
-                }
-                Err(err) => tracing::error!(%err, "releasing leases of interrupted pulls"),
+    /// Deletes the app's containers, then its plan (their marker); the images they ran.
+    /// With no plan, no container of the app was ever made: containerd need not answer.
+    async fn remove_containers(&self, app_id: &str) -> Result<Vec<String>, String> {
+        let plan = AppFolder::new(&self.config.state_dir, app_id).plan_file();
+        let containers = match self.backends.containers.app_containers(Some(app_id)).await {
+            Ok(containers) => containers,
+            Err(_) if !plan.exists() => return Ok(Vec::new()),
+            Err(err) => return Err(err.to_string()),
+        };
+        let mut images = Vec::new();
+        for container in containers {
+            self.backends
+                .containers
+                .delete_container(&container.id)
+                .await
+                .map_err(|e| e.to_string())?;
+            images.push(container.image);
+        }
+        match std::fs::remove_file(&plan) {
+            Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("{}: {err}", plan.display()));
             }
+            _ => {}
+        }
+        images.sort();
+        images.dedup();
+        Ok(images)
+    }
+
+    /// At start-up: installs that were under way when the daemon stopped go back to the
+    /// queue, after what they had made is removed (their data stays); uninstalls a crash
+    /// cut short are finished, deleting what they were asked to; then the queue runs.
+    pub async fn reconcile(self: Arc<Self>) {
+        // No pull runs yet: any lease of ours belongs to one a crash interrupted.
+        match self.backends.containers.release_stale_leases().await {
+            Ok(0) => {}
+            Ok(released) => tracing::warn!(released, "released the leases of interrupted pulls"),
+            Err(err) => tracing::error!(%err, "releasing leases of interrupted pulls"),
         }
         for phase in [Phase::Pulling, Phase::Creating, Phase::Initing] {
-            let Ok(apps) = self.store.with_phase(phase) else {
-                continue;
-            };
+            let apps = self
+                .store
+                .blocking(move |store| store.with_phase(phase))
+                .await
+                .unwrap_or_default();
             for app in apps {
+                let app_id = app.app_id.as_str();
                 tracing::warn!(
-                    app_id = app.app_id,
+                    app_id,
                     phase = phase.as_str(),
                     "install was interrupted: resuming it"
                 );
-                match self.runtime().await {
-                    Ok(runtime) => {
-                        if let Err(err) = self.teardown(&runtime, &app.app_id, false).await {
-                            tracing::error!(app_id = app.app_id, %err, "rolling back the interrupted install");
-                        }
-                    }
-                    Err(err) => {
-                        tracing::error!(app_id = app.app_id, %err, "rolling back the interrupted install")
-                    }
+                if let Err(err) = self.teardown(app_id, false).await {
+                    tracing::error!(app_id, %err, "rolling back the interrupted install");
                 }
-                let _ = self.store.set_phase(&app.app_id, Phase::Queuing, None);
-            }
-        }
-        self.report_unknown_units();
-        if let Ok(runtime) = self.runtime().await
-            && let Ok(containers) = runtime.containerd.app_containers(None).await
-        {
-            for container in containers {
-                if matches!(self.store.get(&container.app_id), Ok(None)) {
-                    tracing::warn!(
-                        container = container.id,
-                        app_id = container.app_id,
-                        "a container of an app the store does not know: left as it is"
-                    );
+                if let Err(err) = self.transition(&app, Transition::Requeue, None).await {
+                    tracing::error!(app_id, %err, "requeuing the interrupted install");
                 }
             }
         }
-        self.wake.notify_one();
+        self.report_strangers().await;
+        tokio::join!(
+            self.finish_interrupted_uninstalls(),
+            self.clone().run_queue()
+        );
     }
-}
 
-impl Lifecycle {
-    /// App unit files the store has no record of: reported, not deleted (an operator
-    /// may have restored a backup, or written them on purpose).
-    fn report_unknown_units(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.config.unit_dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().to_string();
-            let Some(app_id) = name
-                .strip_prefix("appunit-")
-                .and_then(|rest| rest.strip_suffix(".service"))
-            else {
-                continue;
+    async fn finish_interrupted_uninstalls(&self) {
+        let pending = self
+            .store
+            .blocking(|store| store.pending_uninstalls())
+            .await
+            .unwrap_or_default();
+        for (record, request) in pending {
+            let app_id = record.app_id.as_str();
+            let Ok(_busy) = self.begin(app_id, Operation::Uninstall) else {
+                continue; // an AppUninstall got there first
             };
-            if matches!(self.store.get(app_id), Ok(None)) {
+            tracing::warn!(app_id, "uninstall was interrupted: finishing it");
+            if let Err(err) = self.uninstall(&record, request).await {
+                tracing::error!(app_id, %err, "finishing the interrupted uninstall");
+            }
+        }
+    }
+
+    /// App units and containers the store has no record of: reported, not deleted (an
+    /// operator may have restored a backup, or made them on purpose).
+    async fn report_strangers(&self) {
+        let known: std::collections::BTreeSet<String> = self
+            .store
+            .blocking(|store| store.list(None))
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|record| record.app_id)
+            .collect();
+        for entry in std::fs::read_dir(&self.config.unit_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let app_id = name
+                .strip_prefix("appunit-")
+                .and_then(|rest| rest.strip_suffix(".service"));
+            if app_id.is_some_and(|id| !known.contains(id)) {
                 tracing::warn!(
                     unit = name,
                     "an app unit the store does not know: left as it is"
                 );
             }
         }
+        if let Ok(containers) = self.backends.containers.app_containers(None).await {
+            for container in containers.iter().filter(|c| !known.contains(&c.app_id)) {
+                tracing::warn!(
+                    container = container.id,
+                    app_id = container.app_id,
+                    "a container of an app the store does not know: left as it is"
+                );
+            }
+        }
     }
 }
 
-fn container_error(err: crate::runtime::systemd::SystemdError) -> AppError {
+fn container_error(err: SystemdError) -> AppError {
     AppError::Container(err.to_string())
 }
 

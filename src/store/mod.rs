@@ -1,11 +1,15 @@
 //! SQLite (WAL, migrations): the only writer of app records.
 
+pub mod phase;
+
+use crate::error::Code;
+pub use phase::{Phase, Transition};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 const MIGRATIONS: &[M<'static>] = &[
     M::up(
@@ -32,12 +36,15 @@ const MIGRATIONS: &[M<'static>] = &[
         "ALTER TABLE apps ADD COLUMN uninstall_delete_data INTEGER;
          ALTER TABLE apps ADD COLUMN uninstall_delete_image INTEGER;",
     ),
+    // Which install of a name a record is: work for an earlier install of the same name
+    // must not move a later one.
+    M::up("ALTER TABLE apps ADD COLUMN serial INTEGER NOT NULL DEFAULT 0;"),
 ];
 
 /// The columns of an `AppRecord`, in `raw_record`'s order.
 macro_rules! record_columns {
     () => {
-        "app_id, app_name, app_version, status, reason_code, reason_detail, http_port, password"
+        "app_id, app_name, app_version, status, reason_code, reason_detail, http_port, password, serial"
     };
 }
 const SELECT: &str = concat!("SELECT ", record_columns!(), " FROM apps");
@@ -49,65 +56,10 @@ pub struct UninstallRequest {
     pub delete_image: bool,
 }
 
-/// Where an app is in its life, as the store records it. Once `Installed`, the app's
-/// state is its unit's, read from systemd: the store never caches it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Queuing,
-    Pulling,
-    Creating,
-    Initing,
-    Installed,
-    Failed,
-    Uninstalling,
-}
-
-impl Phase {
-    const ALL: [Phase; 7] = [
-        Phase::Queuing,
-        Phase::Pulling,
-        Phase::Creating,
-        Phase::Initing,
-        Phase::Installed,
-        Phase::Failed,
-        Phase::Uninstalling,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Queuing => "queuing",
-            Phase::Pulling => "pulling",
-            Phase::Creating => "creating",
-            Phase::Initing => "initing",
-            Phase::Installed => "installed",
-            Phase::Failed => "failed",
-            Phase::Uninstalling => "uninstalling",
-        }
-    }
-
-    /// Still in the install pipeline: a second install of the name must wait.
-    pub fn is_installing(self) -> bool {
-        matches!(
-            self,
-            Phase::Queuing | Phase::Pulling | Phase::Creating | Phase::Initing
-        )
-    }
-}
-
-impl std::str::FromStr for Phase {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        Phase::ALL
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| format!("unknown phase {text:?}"))
-    }
-}
-
 /// Why an app is in `error`: a SPEC code and the cause.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusReason {
-    pub code: String,
+    pub code: Code,
     pub detail: String,
 }
 
@@ -120,6 +72,8 @@ pub struct AppRecord {
     pub reason: Option<StatusReason>,
     pub http_port: u16,
     pub password: String,
+    /// Tells this install of the name from earlier and later ones.
+    pub serial: i64,
 }
 
 pub struct NewApp<'a> {
@@ -145,6 +99,14 @@ pub enum StoreError {
     NoFreePort(u16),
     #[error("corrupt record {0:?}: {1}")]
     Corrupt(String, String),
+    #[error("{transition:?} of {app_id} refused: {}", found.map_or("it is gone (or installed anew)".to_string(), |p| format!("it is {}", p.as_str())))]
+    Refused {
+        app_id: String,
+        transition: Transition,
+        found: Option<Phase>,
+    },
+    #[error("database worker: {0}")]
+    Worker(String),
 }
 
 pub struct Store {
@@ -164,6 +126,17 @@ impl Store {
         Ok(Store {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Runs `work` on a blocking thread, so SQLite never stalls the async workers.
+    pub async fn blocking<T: Send + 'static>(
+        self: &Arc<Self>,
+        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || work(&store))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -194,8 +167,8 @@ impl Store {
         let now = unix_now();
         tx.execute(
             "INSERT INTO apps (app_id, app_name, app_version, status, http_port, password,
-                               created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)",
+                               created_at, updated_at, serial)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
             params![
                 app.app_id,
                 app.app_name,
@@ -203,7 +176,8 @@ impl Store {
                 Phase::Queuing.as_str(),
                 port,
                 app.password,
-                now
+                now,
+                rand::random_range(1..i64::MAX)
             ],
         )?;
         let record = read_one(&tx, app.app_id)?
@@ -235,50 +209,65 @@ impl Store {
         rows.map(|row| row?.into_record()).collect()
     }
 
-    /// Moves an app to `phase`, with the reason when it failed. False when the app is
-    /// gone (uninstalled meanwhile).
-    pub fn set_phase(
+    /// Applies `transition` to this install of the app, with the reason of a failure;
+    /// the phase it left. Refused when the app is in no phase the transition starts
+    /// from, is gone, or is a later install of the same name.
+    pub fn transition(
         &self,
-        app_id: &str,
-        phase: Phase,
+        app: &AppRecord,
+        transition: Transition,
         reason: Option<&StatusReason>,
-    ) -> Result<bool, StoreError> {
-        let changed = self.conn().execute(
-            "UPDATE apps SET status = ?2, reason_code = ?3, reason_detail = ?4, updated_at = ?5
-             WHERE app_id = ?1",
-            params![
-                app_id,
-                phase.as_str(),
-                reason.map(|r| r.code.as_str()),
-                reason.map(|r| r.detail.as_str()),
-                unix_now()
-            ],
-        )?;
-        Ok(changed > 0)
+    ) -> Result<Phase, StoreError> {
+        self.apply(app, transition, reason, None)
     }
 
-    /// Moves an app to `Uninstalling`, recording what the uninstall deletes.
+    /// Moves the app to `Uninstalling`, recording what the uninstall deletes, so that one
+    /// a crash cuts short is finished as asked.
     pub fn begin_uninstall(
         &self,
-        app_id: &str,
+        app: &AppRecord,
         request: UninstallRequest,
+    ) -> Result<Phase, StoreError> {
+        self.apply(app, Transition::Uninstall, None, Some(request))
+    }
+
+    fn apply(
+        &self,
+        app: &AppRecord,
+        transition: Transition,
         reason: Option<&StatusReason>,
-    ) -> Result<(), StoreError> {
-        self.conn().execute(
-            "UPDATE apps SET status = ?2, reason_code = ?3, reason_detail = ?4, updated_at = ?5,
-                             uninstall_delete_data = ?6, uninstall_delete_image = ?7
-             WHERE app_id = ?1",
+        request: Option<UninstallRequest>,
+    ) -> Result<Phase, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found = read_one(&tx, &app.app_id)?
+            .filter(|record| record.serial == app.serial)
+            .map(|record| record.phase);
+        let from = found
+            .filter(|phase| transition.may_start_from(*phase))
+            .ok_or_else(|| StoreError::Refused {
+                app_id: app.app_id.clone(),
+                transition,
+                found,
+            })?;
+        tx.execute(
+            "UPDATE apps SET status = ?3, reason_code = ?4, reason_detail = ?5, updated_at = ?6,
+                             uninstall_delete_data = coalesce(?7, uninstall_delete_data),
+                             uninstall_delete_image = coalesce(?8, uninstall_delete_image)
+             WHERE app_id = ?1 AND serial = ?2",
             params![
-                app_id,
-                Phase::Uninstalling.as_str(),
+                app.app_id,
+                app.serial,
+                transition.target().as_str(),
                 reason.map(|r| r.code.as_str()),
                 reason.map(|r| r.detail.as_str()),
                 unix_now(),
-                request.delete_data,
-                request.delete_image,
+                request.map(|r| r.delete_data),
+                request.map(|r| r.delete_image),
             ],
         )?;
-        Ok(())
+        tx.commit()?;
+        Ok(from)
     }
 
     /// Uninstalls under way (cut short, when the daemon starts) with what they delete.
@@ -293,8 +282,8 @@ impl Store {
         ))?;
         let rows = statement.query_map([Phase::Uninstalling.as_str()], |row| {
             let request = UninstallRequest {
-                delete_data: row.get::<_, Option<bool>>(8)?.unwrap_or(false),
-                delete_image: row.get::<_, Option<bool>>(9)?.unwrap_or(false),
+                delete_data: row.get::<_, Option<bool>>(9)?.unwrap_or(false),
+                delete_image: row.get::<_, Option<bool>>(10)?.unwrap_or(false),
             };
             Ok((raw_record(row)?, request))
         })?;
@@ -305,12 +294,20 @@ impl Store {
         .collect()
     }
 
-    /// Removes the record; false when there was none.
-    pub fn delete(&self, app_id: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()
-            .execute("DELETE FROM apps WHERE app_id = ?1", [app_id])?
-            > 0)
+    /// Removes the record of an uninstalled app: the end of its life.
+    pub fn remove(&self, app: &AppRecord) -> Result<(), StoreError> {
+        let removed = self.conn().execute(
+            "DELETE FROM apps WHERE app_id = ?1 AND serial = ?2 AND status = ?3",
+            params![app.app_id, app.serial, Phase::Uninstalling.as_str()],
+        )?;
+        if removed == 0 {
+            return Err(StoreError::Refused {
+                app_id: app.app_id.clone(),
+                transition: Transition::Uninstall,
+                found: self.get(&app.app_id)?.map(|record| record.phase),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -324,6 +321,7 @@ struct RawRecord {
     reason_detail: Option<String>,
     http_port: u16,
     password: String,
+    serial: i64,
 }
 
 fn raw_record(row: &rusqlite::Row) -> rusqlite::Result<RawRecord> {
@@ -336,6 +334,7 @@ fn raw_record(row: &rusqlite::Row) -> rusqlite::Result<RawRecord> {
         reason_detail: row.get(5)?,
         http_port: row.get(6)?,
         password: row.get(7)?,
+        serial: row.get(8)?,
     })
 }
 
@@ -345,17 +344,24 @@ impl RawRecord {
             .status
             .parse()
             .map_err(|e| StoreError::Corrupt(self.app_id.clone(), e))?;
-        Ok(AppRecord {
-            reason: self.reason_code.map(|code| StatusReason {
-                code,
+        let reason = match self.reason_code {
+            Some(code) => Some(StatusReason {
+                code: Code::parse(&code).ok_or_else(|| {
+                    StoreError::Corrupt(self.app_id.clone(), format!("unknown code {code:?}"))
+                })?,
                 detail: self.reason_detail.unwrap_or_default(),
             }),
+            None => None,
+        };
+        Ok(AppRecord {
+            reason,
             app_id: self.app_id,
             app_name: self.app_name,
             app_version: self.app_version,
             phase,
             http_port: self.http_port,
             password: self.password,
+            serial: self.serial,
         })
     }
 }
@@ -388,6 +394,10 @@ mod tests {
         }
     }
 
+    fn open(dir: &tempfile::TempDir) -> Store {
+        Store::open(&dir.path().join("db")).unwrap()
+    }
+
     #[test]
     fn migrations_are_valid() {
         Migrations::from_slice(MIGRATIONS).validate().unwrap();
@@ -396,12 +406,13 @@ mod tests {
     #[test]
     fn insert_allocates_ports_and_refuses_duplicates() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
+        let store = open(&dir);
         let taken = BTreeSet::from([9002]);
         let a = store.insert_queued(&new_app("aa"), &taken).unwrap();
         let b = store.insert_queued(&new_app("bb"), &taken).unwrap();
         assert_eq!((a.http_port, b.http_port), (9001, 9003));
         assert_eq!(a.phase, Phase::Queuing);
+        assert_ne!(a.serial, b.serial);
         assert!(matches!(
             store.insert_queued(&new_app("aa"), &taken),
             Err(StoreError::Exists(_, Phase::Queuing))
@@ -414,91 +425,117 @@ mod tests {
             .collect();
         assert_eq!(ids, ["aa", "bb"]);
         assert_eq!(store.list(Some("bb")).unwrap().len(), 1);
-        assert!(store.delete("aa").unwrap());
-        assert!(!store.delete("aa").unwrap());
-        assert!(store.get("aa").unwrap().is_none());
     }
 
     #[test]
     fn records_survive_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        Store::open(&path)
-            .unwrap()
+        open(&dir)
             .insert_queued(&new_app("keep"), &BTreeSet::new())
             .unwrap();
-        let store = Store::open(&path).unwrap();
+        let store = open(&dir);
         assert_eq!(store.get("keep").unwrap().unwrap().password, "secret");
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("db"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]
     fn an_uninstall_keeps_what_it_deletes_until_it_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let store = Store::open(&path).unwrap();
-        for app_id in ["aa", "bb", "cc"] {
-            store
-                .insert_queued(&new_app(app_id), &BTreeSet::new())
-                .unwrap();
-        }
+        let store = open(&dir);
         let keep_data = UninstallRequest {
             delete_data: false,
             delete_image: true,
         };
-        store.begin_uninstall("bb", keep_data, None).unwrap();
-        // Recorded before the request was: deletes nothing extra.
-        store.set_phase("cc", Phase::Uninstalling, None).unwrap();
-        let pending = Store::open(&path).unwrap().pending_uninstalls().unwrap();
+        let bb = store
+            .insert_queued(&new_app("bb"), &BTreeSet::new())
+            .unwrap();
+        store
+            .insert_queued(&new_app("cc"), &BTreeSet::new())
+            .unwrap();
+        assert_eq!(
+            store.begin_uninstall(&bb, keep_data).unwrap(),
+            Phase::Queuing
+        );
+        let pending = open(&dir).pending_uninstalls().unwrap();
         let pending: Vec<_> = pending
             .iter()
             .map(|(record, request)| (record.app_id.as_str(), record.phase, *request))
             .collect();
-        let nothing = UninstallRequest {
-            delete_data: false,
-            delete_image: false,
-        };
-        assert_eq!(
-            pending,
-            [
-                ("bb", Phase::Uninstalling, keep_data),
-                ("cc", Phase::Uninstalling, nothing)
-            ]
-        );
+        assert_eq!(pending, [("bb", Phase::Uninstalling, keep_data)]);
+        store.remove(&bb).unwrap();
+        assert!(store.get("bb").unwrap().is_none());
+        assert!(store.pending_uninstalls().unwrap().is_empty());
     }
 
+    /// Every transition from every phase, against the store: legal ones move the
+    /// record and answer the phase left, illegal ones change nothing.
     #[test]
-    fn phase_text_round_trips() {
-        for phase in Phase::ALL {
-            assert_eq!(phase.as_str().parse::<Phase>(), Ok(phase));
+    fn transitions_are_compare_and_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let reason = StatusReason {
+            code: Code::ContainerError,
+            detail: "pull failed".into(),
+        };
+        for transition in Transition::ALL {
+            for from in Phase::ALL {
+                let app = store
+                    .insert_queued(&new_app("aa"), &BTreeSet::new())
+                    .unwrap();
+                store
+                    .conn()
+                    .execute(
+                        "UPDATE apps SET status = ?1 WHERE app_id = 'aa'",
+                        [from.as_str()],
+                    )
+                    .unwrap();
+                let outcome = store.transition(&app, transition, Some(&reason));
+                let now = store.get("aa").unwrap().unwrap();
+                if transition.may_start_from(from) {
+                    assert_eq!(outcome.unwrap(), from, "{transition:?} from {from:?}");
+                    assert_eq!(now.phase, transition.target());
+                    assert_eq!(now.reason.as_ref(), Some(&reason));
+                } else {
+                    assert!(
+                        matches!(outcome, Err(StoreError::Refused { found: Some(f), .. }) if f == from),
+                        "{transition:?} from {from:?}: {outcome:?}"
+                    );
+                    assert_eq!(now.phase, from);
+                }
+                store.conn().execute("DELETE FROM apps", []).unwrap();
+            }
         }
     }
 
     #[test]
-    fn phases_and_reasons_are_recorded() {
+    fn an_earlier_install_of_a_name_cannot_move_a_later_one() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        store
+        let store = open(&dir);
+        let first = store
             .insert_queued(&new_app("aa"), &BTreeSet::new())
             .unwrap();
-        store
-            .insert_queued(&new_app("bb"), &BTreeSet::new())
-            .unwrap();
-        let reason = StatusReason {
-            code: "Server.Container.Error".into(),
-            detail: "pull failed".into(),
+        store.transition(&first, Transition::Dequeue, None).unwrap();
+        let nothing = UninstallRequest {
+            delete_data: true,
+            delete_image: false,
         };
-        assert!(store.set_phase("aa", Phase::Failed, Some(&reason)).unwrap());
-        assert!(!store.set_phase("zz", Phase::Failed, None).unwrap());
-        let failed = store.get("aa").unwrap().unwrap();
-        assert_eq!((failed.phase, failed.reason), (Phase::Failed, Some(reason)));
-        let queued: Vec<String> = store
-            .with_phase(Phase::Queuing)
-            .unwrap()
-            .into_iter()
-            .map(|r| r.app_id)
-            .collect();
-        assert_eq!(queued, ["bb"]);
+        store.begin_uninstall(&first, nothing).unwrap();
+        store.remove(&first).unwrap();
+        let second = store
+            .insert_queued(&new_app("aa"), &BTreeSet::new())
+            .unwrap();
+        // The first install's pipeline, still running, tries to go on.
+        assert!(matches!(
+            store.transition(&first, Transition::Pulled, None),
+            Err(StoreError::Refused { found: None, .. })
+        ));
+        assert!(store.transition(&first, Transition::Dequeue, None).is_err());
+        assert!(store.remove(&first).is_err());
+        assert_eq!(store.get("aa").unwrap().unwrap().serial, second.serial);
+        assert_eq!(store.get("aa").unwrap().unwrap().phase, Phase::Queuing);
     }
 }

@@ -1,0 +1,268 @@
+//! The install pipeline of one app: pulling → creating → initing → installed. Each step
+//! is a transition of the app's record; a refused transition means the app was
+//! uninstalled (or installed anew) meanwhile, and the pipeline stops without a trace.
+//! An uninstall stops it through its cancellation token: the pull and the unit's start
+//! are dropped where they are (they leave nothing running), the creating steps end at
+//! the next step, so no file or container is made behind the uninstall's back.
+
+use super::{InstallError, Lifecycle, unit_file};
+use crate::app::plan::{self, Prepared};
+use crate::app::{AppFolder, unit_name};
+use crate::catalog::CatalogApp;
+use crate::catalog::compose::{Compose, VARIABLES};
+use crate::error::Code;
+use crate::images::PulledImage;
+use crate::images::progress::Progress;
+use crate::runtime::oci::names_an_account;
+use crate::store::{AppRecord, StatusReason, StoreError, Transition};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+impl Lifecycle {
+    /// Runs the pipeline; a failure leaves the app in error with the reason, and
+    /// nothing of it on the host but its data.
+    pub(super) async fn install(
+        self: Arc<Self>,
+        app: AppRecord,
+        progress: Arc<Progress>,
+        cancel: CancellationToken,
+    ) {
+        let app_id = app.app_id.as_str();
+        match self.install_phases(&app, &progress, &cancel).await {
+            Ok(()) => tracing::info!(app_id, "installed and running"),
+            Err(
+                err @ (InstallError::Store(StoreError::Refused { .. }) | InstallError::Cancelled),
+            ) => {
+                tracing::info!(app_id, %err, "install stopped");
+            }
+            Err(err) => {
+                tracing::error!(app_id, %err, "install failed");
+                if let Err(cleanup) = self.teardown(app_id, false).await {
+                    tracing::error!(app_id, %cleanup, "cleaning up after the failed install");
+                }
+                let reason = StatusReason {
+                    code: err.code(),
+                    detail: err.to_string(),
+                };
+                if let Err(err) = self.transition(&app, Transition::Fail, Some(reason)).await {
+                    tracing::warn!(app_id, %err, "recording the failed install");
+                }
+            }
+        }
+        if let Some(task) = tokio::task::try_id() {
+            self.registry.install_ended(app_id, task);
+        }
+        self.wake.notify_one();
+    }
+
+    async fn install_phases(
+        &self,
+        app: &AppRecord,
+        progress: &Arc<Progress>,
+        cancel: &CancellationToken,
+    ) -> Result<(), InstallError> {
+        let catalog_app = self
+            .catalog
+            .get(&app.app_name)
+            .ok_or_else(|| InstallError::NotInCatalog(app.app_name.clone()))?;
+        let folder = AppFolder::new(&self.config.state_dir, &app.app_id);
+        let (compose, rendered) = render(app, catalog_app, &folder)?;
+        let images = cancel
+            .run_until_cancelled(self.pull(&compose, progress))
+            .await
+            .ok_or(InstallError::Cancelled)??;
+        self.transition(app, Transition::Pulled, None).await?;
+        let prepared = self.prepare(app, &compose, &images, &folder).await?;
+        self.create(app, catalog_app, &folder, &rendered, &prepared, cancel)
+            .await?;
+        self.transition(app, Transition::Created, None).await?;
+        cancel
+            .run_until_cancelled(self.init(app))
+            .await
+            .ok_or(InstallError::Cancelled)??;
+        self.transition(app, Transition::Started, None).await?;
+        Ok(())
+    }
+
+    /// Every image of the app, with one progress across them.
+    async fn pull(
+        &self,
+        compose: &Compose,
+        progress: &Arc<Progress>,
+    ) -> Result<BTreeMap<String, PulledImage>, InstallError> {
+        let mut references: Vec<String> =
+            compose.services.values().map(|s| s.image.clone()).collect();
+        references.sort();
+        references.dedup();
+        let pulled = self.backends.images.pull_all(&references, progress).await?;
+        Ok(references.into_iter().zip(pulled).collect())
+    }
+
+    /// The containers and plan, with user names resolved in the image's own
+    /// /etc/passwd and /etc/group.
+    async fn prepare(
+        &self,
+        app: &AppRecord,
+        compose: &Compose,
+        images: &BTreeMap<String, PulledImage>,
+        folder: &AppFolder,
+    ) -> Result<Prepared, InstallError> {
+        let mut accounts = BTreeMap::new();
+        for service in compose.services.values() {
+            // A missing image is prepare's error to report.
+            let Some(image) = images.get(&service.image) else {
+                continue;
+            };
+            let user = service.user.as_deref().unwrap_or(&image.config.user);
+            if names_an_account(user) && !accounts.contains_key(&service.image) {
+                let read = self
+                    .backends
+                    .containers
+                    .read_accounts(&image.chain_id)
+                    .await
+                    .map_err(InstallError::ImageFiles)?;
+                accounts.insert(service.image.clone(), read);
+            }
+        }
+        plan::prepare(&app.app_id, compose, images, &accounts, folder).map_err(InstallError::Plan)
+    }
+
+    /// The app folder, the containers and the unit. The plan is written before the
+    /// first container: while it exists, containers of the app may.
+    async fn create(
+        &self,
+        app: &AppRecord,
+        catalog_app: &CatalogApp,
+        folder: &AppFolder,
+        rendered: &str,
+        prepared: &Prepared,
+        cancel: &CancellationToken,
+    ) -> Result<(), InstallError> {
+        let go_on = || {
+            if cancel.is_cancelled() {
+                Err(InstallError::Cancelled)
+            } else {
+                Ok(())
+            }
+        };
+        let plan_text = serde_json::to_string_pretty(&prepared.plan)
+            .map_err(|e| InstallError::Plan(e.to_string()))?;
+        let files = vec![
+            // compose.yaml and plan.json hold the app's password: root only.
+            // Containers read hosts as whatever user they run as.
+            (folder.compose_file(), rendered.to_string(), 0o600),
+            (folder.hosts_file(), prepared.hosts.clone(), 0o644),
+            (folder.plan_file(), plan_text, 0o600),
+        ];
+        let folders: Vec<_> = std::iter::once(folder.data())
+            .chain(prepared.folders.iter().cloned())
+            .collect();
+        tokio::task::spawn_blocking(move || write_app_folder(&folders, &files))
+            .await
+            .map_err(|e| InstallError::Plan(e.to_string()))??;
+        for seed in &prepared.seeds {
+            go_on()?;
+            self.backends
+                .containers
+                .seed_volume(seed)
+                .await
+                .map_err(InstallError::ImageFiles)?;
+        }
+        for container in &prepared.containers {
+            go_on()?;
+            self.backends
+                .containers
+                .create_container(&app.app_id, container)
+                .await?;
+        }
+        let unit_text = unit_file(
+            &self.config,
+            &self.config_path,
+            &app.app_id,
+            &catalog_app.meta.trademark,
+            &prepared.plan,
+        )?;
+        go_on()?;
+        self.backends
+            .units
+            .install_unit(&unit_name(&app.app_id), &unit_text)
+            .await?;
+        Ok(())
+    }
+
+    /// The unit starts; its start job ends when the supervisor reports the health
+    /// checks passed (READY=1), or fails with the supervisor's reason.
+    async fn init(&self, app: &AppRecord) -> Result<(), InstallError> {
+        let (unit, units) = (unit_name(&app.app_id), &self.backends.units);
+        units.enable(&unit).await?;
+        if let Err(error) = units.start(&unit).await {
+            let why = units
+                .status(&unit)
+                .await
+                .map(|s| s.status_text)
+                .unwrap_or_default();
+            return Err(InstallError::Start { error, why });
+        }
+        Ok(())
+    }
+}
+
+/// The catalog's compose file with appunit's variables for this app.
+fn render(
+    app: &AppRecord,
+    catalog_app: &CatalogApp,
+    folder: &AppFolder,
+) -> Result<(Compose, String), InstallError> {
+    let variables = |name: &str| -> Option<String> {
+        Some(match name {
+            "APP_NAME" => app.app_id.clone(),
+            "APP_VERSION" => app.app_version.clone(),
+            "APP_HTTP_PORT" => app.http_port.to_string(),
+            "APP_USER" => catalog_app.meta.user_name.clone(),
+            "APP_PASSWORD" => app.password.clone(),
+            "APP_DATA" => folder.data().display().to_string(),
+            _ => return None,
+        })
+    };
+    debug_assert!(VARIABLES.iter().all(|v| variables(v).is_some()));
+    Compose::render(&catalog_app.compose_text, &variables).map_err(InstallError::Compose)
+}
+
+/// The app's folders, and its files written fresh with their modes.
+fn write_app_folder(
+    folders: &[std::path::PathBuf],
+    files: &[(std::path::PathBuf, String, u32)],
+) -> Result<(), InstallError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| InstallError::Io { path, source }
+    };
+    for dir in folders {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    for (path, text, mode) in files {
+        let _ = std::fs::remove_file(path);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(*mode)
+            .open(path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+            .map_err(io(path))?;
+    }
+    Ok(())
+}
+
+impl InstallError {
+    pub fn code(&self) -> Code {
+        match self {
+            InstallError::Store(_) | InstallError::Io { .. } | InstallError::Exe(_) => {
+                Code::SystemError
+            }
+            _ => Code::ContainerError,
+        }
+    }
+}
