@@ -105,32 +105,7 @@ pub fn prepare(
         let pulled = images
             .get(&service.image)
             .ok_or_else(|| format!("{name}: image {} was not pulled", service.image))?;
-        let mut binds = vec![
-            Bind {
-                source: app_folder.hosts_file(),
-                target: "/etc/hosts".into(),
-                read_only: true,
-            },
-            Bind {
-                source: "/etc/resolv.conf".into(),
-                target: "/etc/resolv.conf".into(),
-                read_only: true,
-            },
-        ];
-        for volume in &service.volumes {
-            let bind = volume_bind(volume, app_folder)?;
-            if bind.source.starts_with(app_folder.path()) {
-                folders.push(bind.source.clone());
-            }
-            if bind.source.starts_with(app_folder.data()) {
-                seeds.push(VolumeSeed {
-                    folder: bind.source.clone(),
-                    chain_id: pulled.chain_id.clone(),
-                    path: bind.target.clone(),
-                });
-            }
-            binds.push(bind);
-        }
+        let binds = service_binds(service, pulled, app_folder, &mut folders, &mut seeds)?;
         for port in service.port_specs().map_err(|e| format!("{name}: {e}"))? {
             if let Some(host_port) = port.host {
                 plan.ports.push(PortMapping {
@@ -183,6 +158,45 @@ pub fn prepare(
         folders,
         seeds,
     })
+}
+
+/// The container's mounts: the app's /etc/hosts, the host's resolv.conf and the
+/// service's volumes. Folders the volumes need, and the named volumes to fill from
+/// the image, are added to `folders` and `seeds`.
+fn service_binds(
+    service: &Service,
+    pulled: &PulledImage,
+    app_folder: &AppFolder,
+    folders: &mut Vec<PathBuf>,
+    seeds: &mut Vec<VolumeSeed>,
+) -> Result<Vec<Bind>, String> {
+    let mut binds = vec![
+        Bind {
+            source: app_folder.hosts_file(),
+            target: "/etc/hosts".into(),
+            read_only: true,
+        },
+        Bind {
+            source: "/etc/resolv.conf".into(),
+            target: "/etc/resolv.conf".into(),
+            read_only: true,
+        },
+    ];
+    for volume in &service.volumes {
+        let bind = volume_bind(volume, app_folder)?;
+        if bind.source.starts_with(app_folder.path()) {
+            folders.push(bind.source.clone());
+        }
+        if bind.source.starts_with(app_folder.data()) {
+            seeds.push(VolumeSeed {
+                folder: bind.source.clone(),
+                chain_id: pulled.chain_id.clone(),
+                path: bind.target.clone(),
+            });
+        }
+        binds.push(bind);
+    }
+    Ok(binds)
 }
 
 /// A compose command: a list as is, a string split the way a shell would.

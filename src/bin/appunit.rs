@@ -177,15 +177,19 @@ async fn run(cli: Cli) -> ExitCode {
             .await
         }
     };
-    let envelope = match reply {
-        Ok(envelope) => envelope,
-        Err(err) => return fail(EXIT_FAILED, &err),
-    };
+    match reply {
+        Ok(envelope) => report(&envelope, cli.json),
+        Err(err) => fail(EXIT_FAILED, &err),
+    }
+}
+
+/// An Action's answer on the terminal: its error, or its data as JSON or for people.
+fn report(envelope: &serde_json::Value, json: bool) -> ExitCode {
     if let Some(error) = envelope.get("Error") {
         return fail_with(error);
     }
     let data = &envelope["ResponseData"];
-    if cli.json {
+    if json {
         println!("{data}");
     } else if let Some(apps) = data.as_array() {
         print_table(apps);

@@ -159,12 +159,13 @@ impl Host {
         );
     }
 
+    /// The API socket, as the host sees it.
+    pub fn socket(&self) -> std::path::PathBuf {
+        self.sandbox.path("run/appunit/appunit.sock")
+    }
+
     pub async fn call(&self, action: &str, query: &str) -> Reply {
-        super::send(
-            &self.sandbox.path("run/appunit/appunit.sock"),
-            Call::get(action, query),
-        )
-        .await
+        super::send(&self.socket(), Call::get(action, query)).await
     }
 
     pub async fn status(&self, app_id: &str) -> serde_json::Value {
