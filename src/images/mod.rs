@@ -344,34 +344,8 @@ impl Puller {
             bytes,
         };
         let (index, manifest, manifest_json) = if INDEX_TYPES.contains(&top_type.as_str()) {
-            let (os, architecture) = ("linux", host_architecture());
-            let entry = top
-                .manifests
-                .iter()
-                .find(|m| {
-                    m.platform
-                        .as_ref()
-                        .is_some_and(|p| p.os == os && p.architecture == architecture)
-                })
-                .ok_or_else(|| unsupported(format!("no image for {os}/{architecture}")))?;
-            let by_digest = Reference::with_digest(
-                source.registry().into(),
-                source.repository().into(),
-                entry.digest.clone(),
-            );
-            let (bytes, _) = self
-                .client
-                .pull_manifest_raw(&by_digest, &RegistryAuth::Anonymous, &MANIFEST_TYPES)
-                .await
-                .map_err(|e| registry(error_chain(&e)))?;
-            checked_digest(&bytes, Some(&entry.digest)).map_err(registry)?;
-            let json: ManifestJson = serde_json::from_slice(&bytes)
-                .map_err(|e| unsupported(format!("unreadable manifest: {e}")))?;
-            let document = Document {
-                descriptor: entry.descriptor(),
-                bytes,
-            };
-            (Some(top_document), document, json)
+            let (manifest, json) = self.platform_manifest(name, source, &top).await?;
+            (Some(top_document), manifest, json)
         } else {
             (None, top_document, top)
         };
@@ -403,6 +377,51 @@ impl Puller {
             diff_ids: config_json.rootfs.diff_ids,
             run: config_json.config,
         })
+    }
+
+    /// The manifest an index lists for this host's platform.
+    async fn platform_manifest(
+        &self,
+        name: &str,
+        source: &Reference,
+        index: &ManifestJson,
+    ) -> Result<(Document, ManifestJson), PullError> {
+        let registry = |cause: String| PullError::Registry {
+            image: name.to_string(),
+            cause,
+        };
+        let unsupported = |cause: String| PullError::Unsupported {
+            image: name.to_string(),
+            cause,
+        };
+        let (os, architecture) = ("linux", host_architecture());
+        let entry = index
+            .manifests
+            .iter()
+            .find(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == os && p.architecture == architecture)
+            })
+            .ok_or_else(|| unsupported(format!("no image for {os}/{architecture}")))?;
+        let by_digest = Reference::with_digest(
+            source.registry().into(),
+            source.repository().into(),
+            entry.digest.clone(),
+        );
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(&by_digest, &RegistryAuth::Anonymous, &MANIFEST_TYPES)
+            .await
+            .map_err(|e| registry(error_chain(&e)))?;
+        checked_digest(&bytes, Some(&entry.digest)).map_err(registry)?;
+        let json: ManifestJson = serde_json::from_slice(&bytes)
+            .map_err(|e| unsupported(format!("unreadable manifest: {e}")))?;
+        let document = Document {
+            descriptor: entry.descriptor(),
+            bytes,
+        };
+        Ok((document, json))
     }
 
     /// A small blob (an image config), read whole and checked against its digest.
