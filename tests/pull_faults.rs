@@ -167,3 +167,32 @@ async fn a_full_disk_fails_the_install_cleanly() {
         "unfinished writes were kept: {active} / {ingests}"
     );
 }
+
+/// AppUninstall while the install pulls aborts it: its downloads end and its lease is
+/// released, and nothing of the app is left.
+#[tokio::test]
+async fn an_uninstall_mid_pull_ends_the_pull() {
+    let host = boot();
+    let pid = daemon_pid(&host);
+    let status = install_big(&host, "quitter").await;
+    assert_eq!(status["status_code"], "10", "{status}");
+    let reply = host.call("AppUninstall", "app_id=quitter").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let answered = std::time::Instant::now();
+    // The aborted pull's lease is released by a task of its own, just after.
+    host.sandbox
+        .wait_until("the aborted pull's lease to go", |_| {
+            host.leftovers("quitter").is_empty()
+        });
+    eprintln!("clean {:?} after AppUninstall answered", answered.elapsed());
+    // No download goes on: no write is in progress, now or a moment later.
+    let ingest = "/var/lib/containerd/io.containerd.content.v1.content/ingest";
+    for _ in 0..2 {
+        let ingests = host.sandbox.run("ls", &["-A", ingest]);
+        let ingests = String::from_utf8_lossy(&ingests.stdout).to_string();
+        assert!(ingests.trim().is_empty(), "writes go on: {ingests}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(daemon_pid(&host), pid);
+    assert_eq!(host.call("AppList", "").await.status, 200);
+}
