@@ -9,6 +9,10 @@ use appunit::runtime::containerd::Containerd;
 use common::images::{ContainerdProcess, Layer, Registry, TestImage, build_image, push};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 
 const NAMESPACE: &str = "appunit";
 
@@ -128,17 +132,21 @@ async fn a_two_layer_image_lands_and_a_second_pull_transfers_nothing() {
     );
 }
 
-#[tokio::test]
-async fn progress_only_goes_up() {
-    let (containerd, registry) = (ContainerdProcess::start(), Registry::start());
-    // Big enough that the sampler sees the pull in flight.
+/// busybox and 24 MiB of noise: big enough to catch its pull in flight.
+fn big_image() -> TestImage {
     let noise: Vec<u8> = (0..24 * 1024 * 1024u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
-    let image = build_image(
+    build_image(
         &[Layer::busybox(), Layer::file("data/noise", noise)],
         &["sh"],
-    );
+    )
+}
+
+#[tokio::test]
+async fn progress_only_goes_up() {
+    let (containerd, registry) = (ContainerdProcess::start(), Registry::start());
+    let image = big_image();
     push(&image, &registry, "test/big:1");
     let puller = puller(&containerd, insecure(&registry)).await;
     let progress = Arc::new(Progress::default());
@@ -189,6 +197,146 @@ async fn docker_hub_names_resolve_through_a_mirror() {
     assert_eq!(
         containerd.ctr(NAMESPACE, &["images", "ls", "-q"]),
         ["docker.io/library/appunittest:1.0"]
+    );
+}
+
+/// A TCP proxy in front of the registry that serves at most `rate` bytes a second and
+/// counts what it served: a pull through it can be caught half-way, and whether its
+/// downloads go on after that is seen in the count.
+struct SlowProxy {
+    host: String,
+    served: Arc<AtomicU64>,
+}
+
+impl SlowProxy {
+    async fn start(upstream: String, rate: u64) -> SlowProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let served = Arc::new(AtomicU64::new(0));
+        let counter = served.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let (upstream, counter) = (upstream.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let Ok(server) = TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (mut client_read, mut client_write) = client.into_split();
+                    let (mut server_read, mut server_write) = server.into_split();
+                    let down = async {
+                        let mut buffer = vec![0; 64 * 1024];
+                        loop {
+                            let n = server_read.read(&mut buffer).await?;
+                            if n == 0 {
+                                return Ok::<(), std::io::Error>(());
+                            }
+                            client_write.write_all(&buffer[..n]).await?;
+                            counter.fetch_add(n as u64, Ordering::Relaxed);
+                            let pause = Duration::from_secs_f64(n as f64 / rate as f64);
+                            tokio::time::sleep(pause).await;
+                        }
+                    };
+                    // Either side closing ends the connection.
+                    tokio::select! {
+                        _ = tokio::io::copy(&mut client_read, &mut server_write) => {}
+                        _ = down => {}
+                    }
+                });
+            }
+        });
+        SlowProxy { host, served }
+    }
+
+    fn served(&self) -> u64 {
+        self.served.load(Ordering::Relaxed)
+    }
+}
+
+/// Polls `done` (a blocking check) every 50 ms for up to `limit`; whether it came true.
+async fn eventually(limit: Duration, done: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    true
+}
+
+/// A pull aborted half-way, as an AppUninstall aborts an install that is pulling: its
+/// downloads stop, its lease and half-written blobs go, and the next pull works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_pull_stops_downloading_and_leaves_nothing() {
+    let (containerd, registry) = (ContainerdProcess::start(), Registry::start());
+    let image = big_image();
+    push(&image, &registry, "test/big:1");
+    let total: u64 = image.layers.iter().map(|(_, size)| size).sum();
+    // The whole image takes about three seconds through the proxy.
+    let proxy = SlowProxy::start(registry.host.clone(), total / 3).await;
+    let puller = puller(
+        &containerd,
+        registries(&[(
+            &proxy.host,
+            RegistryConfig {
+                mirrors: vec![],
+                insecure: true,
+            },
+        )]),
+    )
+    .await;
+    let name = format!("{}/test/big:1", proxy.host);
+    let progress = Arc::new(Progress::default());
+    let pull = tokio::spawn({
+        let (puller, name, progress) = (puller.clone(), name.clone(), progress.clone());
+        async move { puller.pull_all(&[name], &progress).await }
+    });
+    let underway = eventually(Duration::from_secs(30), || {
+        progress.transferred_bytes() > total / 10
+    })
+    .await;
+    assert!(underway, "the pull did not start: {:?}", progress.info());
+    pull.abort();
+    assert!(pull.await.unwrap_err().is_cancelled());
+    assert!(progress.info().percent < 100, "{:?}", progress.info());
+
+    // What was in flight drains; then nothing more is fetched.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let served = proxy.served();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(proxy.served(), served, "downloads went on after the abort");
+    let released = eventually(Duration::from_secs(10), || {
+        containerd
+            .ctr(NAMESPACE, &["leases", "ls", "-q"])
+            .is_empty()
+    })
+    .await;
+    assert!(released, "the lease was kept");
+    let active = containerd.ctr(NAMESPACE, &["content", "active"]);
+    let ingests = std::fs::read_dir(
+        containerd
+            .dir
+            .path()
+            .join("root/io.containerd.content.v1.content/ingest"),
+    )
+    .map(|dir| dir.count())
+    .unwrap_or(0);
+    assert!(
+        active.len() <= 1 && ingests == 0,
+        "half-written blobs were kept: {active:?}, {ingests} ingests"
+    );
+    let left = containerd.leftovers(NAMESPACE);
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    let pulled = puller
+        .pull_all(std::slice::from_ref(&name), &Arc::new(Progress::default()))
+        .await
+        .unwrap();
+    assert_eq!(pulled[0].digest, image.manifest_digest);
+    assert!(
+        containerd
+            .ctr(NAMESPACE, &["leases", "ls", "-q"])
+            .is_empty()
     );
 }
 

@@ -10,7 +10,8 @@ use crate::runtime::containerd::{APP_LABEL, Containerd, ContainerdError, Lease, 
 use crate::runtime::oci::{ImageConfig, null_as_default};
 use bytes::{Bytes, BytesMut};
 use containerd_client::types::Descriptor;
-use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{StreamExt, TryStreamExt};
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
@@ -20,7 +21,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{mpsc, watch};
 
 /// Blobs of one image fetched at once.
 const CONCURRENT_BLOBS: usize = 3;
@@ -87,6 +88,56 @@ struct Resolved {
     layers: Vec<Descriptor>,
     diff_ids: Vec<String>,
     run: ImageConfig,
+}
+
+/// A pull's lease, released when the pull ends. Dropped unreleased (the pull was
+/// aborted half-way), it is released from a task of its own, since Drop cannot wait:
+/// garbage collection then takes what the pull made, unfinished writes included.
+struct PullLease {
+    containerd: Containerd,
+    lease: Lease,
+    released: bool,
+}
+
+impl PullLease {
+    async fn create(containerd: &Containerd) -> Result<PullLease, ContainerdError> {
+        Ok(PullLease {
+            lease: containerd.create_lease("pull").await?,
+            containerd: containerd.clone(),
+            released: false,
+        })
+    }
+
+    /// With `collect` (the pull failed), what only the lease held is gone on return.
+    async fn release(mut self, collect: bool) -> Result<(), ContainerdError> {
+        let lease = Lease {
+            id: self.lease.id.clone(),
+        };
+        self.containerd.release_lease(lease, collect).await?;
+        self.released = true;
+        Ok(())
+    }
+}
+
+impl Drop for PullLease {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (containerd, id) = (self.containerd.clone(), self.lease.id.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    let lease = Lease { id: id.clone() };
+                    if let Err(err) = containerd.release_lease(lease, true).await {
+                        tracing::warn!(lease = id, %err, "releasing an aborted pull's lease");
+                    }
+                });
+            }
+            // The daemon's next start releases it, or it expires.
+            Err(_) => tracing::warn!(lease = id, "an aborted pull's lease outlives it"),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -293,34 +344,8 @@ impl Puller {
             bytes,
         };
         let (index, manifest, manifest_json) = if INDEX_TYPES.contains(&top_type.as_str()) {
-            let (os, architecture) = ("linux", host_architecture());
-            let entry = top
-                .manifests
-                .iter()
-                .find(|m| {
-                    m.platform
-                        .as_ref()
-                        .is_some_and(|p| p.os == os && p.architecture == architecture)
-                })
-                .ok_or_else(|| unsupported(format!("no image for {os}/{architecture}")))?;
-            let by_digest = Reference::with_digest(
-                source.registry().into(),
-                source.repository().into(),
-                entry.digest.clone(),
-            );
-            let (bytes, _) = self
-                .client
-                .pull_manifest_raw(&by_digest, &RegistryAuth::Anonymous, &MANIFEST_TYPES)
-                .await
-                .map_err(|e| registry(error_chain(&e)))?;
-            checked_digest(&bytes, Some(&entry.digest)).map_err(registry)?;
-            let json: ManifestJson = serde_json::from_slice(&bytes)
-                .map_err(|e| unsupported(format!("unreadable manifest: {e}")))?;
-            let document = Document {
-                descriptor: entry.descriptor(),
-                bytes,
-            };
-            (Some(top_document), document, json)
+            let (manifest, json) = self.platform_manifest(name, source, &top).await?;
+            (Some(top_document), manifest, json)
         } else {
             (None, top_document, top)
         };
@@ -354,6 +379,51 @@ impl Puller {
         })
     }
 
+    /// The manifest an index lists for this host's platform.
+    async fn platform_manifest(
+        &self,
+        name: &str,
+        source: &Reference,
+        index: &ManifestJson,
+    ) -> Result<(Document, ManifestJson), PullError> {
+        let registry = |cause: String| PullError::Registry {
+            image: name.to_string(),
+            cause,
+        };
+        let unsupported = |cause: String| PullError::Unsupported {
+            image: name.to_string(),
+            cause,
+        };
+        let (os, architecture) = ("linux", host_architecture());
+        let entry = index
+            .manifests
+            .iter()
+            .find(|m| {
+                m.platform
+                    .as_ref()
+                    .is_some_and(|p| p.os == os && p.architecture == architecture)
+            })
+            .ok_or_else(|| unsupported(format!("no image for {os}/{architecture}")))?;
+        let by_digest = Reference::with_digest(
+            source.registry().into(),
+            source.repository().into(),
+            entry.digest.clone(),
+        );
+        let (bytes, _) = self
+            .client
+            .pull_manifest_raw(&by_digest, &RegistryAuth::Anonymous, &MANIFEST_TYPES)
+            .await
+            .map_err(|e| registry(error_chain(&e)))?;
+        checked_digest(&bytes, Some(&entry.digest)).map_err(registry)?;
+        let json: ManifestJson = serde_json::from_slice(&bytes)
+            .map_err(|e| unsupported(format!("unreadable manifest: {e}")))?;
+        let document = Document {
+            descriptor: entry.descriptor(),
+            bytes,
+        };
+        Ok((document, json))
+    }
+
     /// A small blob (an image config), read whole and checked against its digest.
     async fn fetch_small(
         &self,
@@ -370,10 +440,10 @@ impl Puller {
         Ok(bytes.into())
     }
 
-    /// Under one lease: fetch layers (a few at once) and unpack each as soon as it and
-    /// the ones below it are in; then store config, manifest and index with the labels
-    /// that keep them alive, and record the image. On failure the lease goes, and
-    /// garbage collection takes whatever the pull had created.
+    /// Under one lease: fetch and unpack the layers, then store config, manifest and
+    /// index with the labels that keep them alive, and record the image. On failure,
+    /// and when the pull is dropped half-way, the lease goes and garbage collection
+    /// takes whatever the pull had created.
     async fn fetch_and_unpack(
         &self,
         image: Resolved,
@@ -383,94 +453,124 @@ impl Puller {
             image: image.name.clone(),
             source,
         };
-        let lease = self.containerd.create_lease("pull").await.map_err(failed)?;
-        let outcome = self.fetch_and_unpack_under(&lease, &image, progress).await;
-        let collect = outcome.is_err();
-        let released = self
-            .containerd
-            .release_lease(lease, collect)
-            .await
-            .map_err(failed);
+        let lease = PullLease::create(&self.containerd).await.map_err(failed)?;
+        let outcome = async {
+            let chain_id = self.unpack_layers(&lease.lease, &image, progress).await?;
+            let digest = self.record_image(&lease.lease, &image, &chain_id).await?;
+            Ok(PulledImage {
+                name: image.name.clone(),
+                digest,
+                config: image.run.clone(),
+                chain_id,
+            })
+        }
+        .await;
+        let released = lease.release(outcome.is_err()).await;
         let pulled = outcome?;
-        released?;
+        released.map_err(failed)?;
         Ok(pulled)
     }
 
-    async fn fetch_and_unpack_under(
+    /// Fetches the layers, a few at once, and unpacks each as soon as it and the ones
+    /// below it are in. Both run inside this future: dropping it ends every download.
+    /// The chain id of the top layer.
+    async fn unpack_layers(
         &self,
         lease: &Lease,
         image: &Resolved,
-        progress: &Arc<Progress>,
-    ) -> Result<PulledImage, PullError> {
+        progress: &Progress,
+    ) -> Result<String, PullError> {
+        // How many layers from the bottom are in the content store.
+        let (fetched, mut in_store) = watch::channel(0usize);
+        let fetch = async move {
+            let mut layers = image.layers.iter().zip(&image.diff_ids).enumerate();
+            let mut running = FuturesUnordered::new();
+            let mut done = vec![false; image.layers.len()];
+            loop {
+                while running.len() < CONCURRENT_BLOBS
+                    && let Some((i, (layer, diff_id))) = layers.next()
+                {
+                    running.push(async move {
+                        self.fetch_layer(lease, image, layer, diff_id, progress)
+                            .await
+                            .map(|()| i)
+                    });
+                }
+                let Some(i) = running.try_next().await? else {
+                    return Ok(());
+                };
+                done[i] = true;
+                fetched.send_replace(done.iter().take_while(|d| **d).count());
+            }
+        };
+        let unpack = async {
+            let mut parent = String::new();
+            for (i, (layer, diff_id)) in image.layers.iter().zip(&image.diff_ids).enumerate() {
+                // Closed only when fetching failed, and then its error ends the join.
+                if in_store.wait_for(|n| *n > i).await.is_err() {
+                    break;
+                }
+                let chain_id = chain_id(&parent, diff_id);
+                self.unpack_layer(lease, image, layer, diff_id, &parent, &chain_id)
+                    .await?;
+                parent = chain_id;
+            }
+            Ok(parent)
+        };
+        let ((), top) = tokio::try_join!(fetch, unpack)?;
+        Ok(top)
+    }
+
+    /// Unpacks one layer onto `parent` as `chain_id`, unless that snapshot exists.
+    async fn unpack_layer(
+        &self,
+        lease: &Lease,
+        image: &Resolved,
+        layer: &Descriptor,
+        diff_id: &str,
+        parent: &str,
+        chain_id: &str,
+    ) -> Result<(), PullError> {
         let containerd_error = |source| PullError::Containerd {
             image: image.name.clone(),
             source,
         };
-        let slots = Arc::new(Semaphore::new(CONCURRENT_BLOBS));
-        let fetches: Vec<_> = image
-            .layers
-            .iter()
-            .zip(&image.diff_ids)
-            .map(|(layer, diff_id)| {
-                let (puller, slots, progress) = (self.clone(), slots.clone(), progress.clone());
-                let (layer, diff_id) = (layer.clone(), diff_id.clone());
-                let (source, lease_id, name) =
-                    (image.source.clone(), lease.id.clone(), image.name.clone());
-                tokio::spawn(async move {
-                    let _slot = slots.acquire_owned().await;
-                    let lease = Lease { id: lease_id };
-                    puller
-                        .fetch_layer(&lease, &name, &source, &layer, &diff_id, &progress)
-                        .await
-                })
-            })
-            .collect();
-        let mut parent = String::new();
-        let mut fetches = fetches.into_iter();
-        for ((layer, diff_id), fetch) in image
-            .layers
-            .iter()
-            .zip(&image.diff_ids)
-            .zip(fetches.by_ref())
+        if self
+            .containerd
+            .has_snapshot(chain_id)
+            .await
+            .map_err(containerd_error)?
         {
-            let fetched = fetch.await.unwrap_or_else(|e| {
-                Err(PullError::Unsupported {
-                    image: image.name.clone(),
-                    cause: format!("layer fetch stopped: {e}"),
-                })
-            });
-            if let Err(err) = fetched {
-                fetches.for_each(|f| f.abort());
-                return Err(err);
-            }
-            let chain_id = chain_id(&parent, diff_id);
-            if !self
-                .containerd
-                .has_snapshot(&chain_id)
-                .await
-                .map_err(containerd_error)?
-            {
-                let applied = self
-                    .containerd
-                    .apply_layer(lease, layer, &parent, &chain_id)
-                    .await
-                    .map_err(containerd_error)?;
-                if &applied != diff_id {
-                    return Err(PullError::Registry {
-                        image: image.name.clone(),
-                        cause: format!(
-                            "layer {} unpacks to {applied}, but the config says {diff_id}",
-                            layer.digest
-                        ),
-                    });
-                }
-            }
-            parent = chain_id;
+            return Ok(());
         }
+        let applied = self
+            .containerd
+            .apply_layer(lease, layer, parent, chain_id)
+            .await
+            .map_err(containerd_error)?;
+        if applied != diff_id {
+            return Err(PullError::Registry {
+                image: image.name.clone(),
+                cause: format!(
+                    "layer {} unpacks to {applied}, but the config says {diff_id}",
+                    layer.digest
+                ),
+            });
+        }
+        Ok(())
+    }
 
+    /// Stores config, manifest and index, each labelled to keep what it refers to,
+    /// and points the image's name at the top one. The digest the name points at.
+    async fn record_image(
+        &self,
+        lease: &Lease,
+        image: &Resolved,
+        top_chain: &str,
+    ) -> Result<String, PullError> {
         let config_labels = HashMap::from([(
             format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
-            parent.clone(),
+            top_chain.to_string(),
         )]);
         self.store_document(lease, &image.config, config_labels, &image.name)
             .await?;
@@ -502,13 +602,11 @@ impl Puller {
         self.containerd
             .put_image(&image.name, target)
             .await
-            .map_err(containerd_error)?;
-        Ok(PulledImage {
-            name: image.name.clone(),
-            digest,
-            config: image.run.clone(),
-            chain_id: parent,
-        })
+            .map_err(|source| PullError::Containerd {
+                image: image.name.clone(),
+                source,
+            })?;
+        Ok(digest)
     }
 
     async fn store_document(
@@ -555,18 +653,17 @@ impl Puller {
     async fn fetch_layer(
         &self,
         lease: &Lease,
-        image: &str,
-        source: &Reference,
+        image: &Resolved,
         layer: &Descriptor,
         diff_id: &str,
         progress: &Progress,
     ) -> Result<(), PullError> {
         let registry = |cause: String| PullError::Registry {
-            image: image.to_string(),
+            image: image.name.clone(),
             cause: format!("layer {}: {cause}", layer.digest),
         };
         let containerd_error = |source| PullError::Containerd {
-            image: image.to_string(),
+            image: image.name.clone(),
             source,
         };
         let lock = self.blob_lock(&layer.digest);
@@ -582,7 +679,7 @@ impl Puller {
         }
         let mut stream = self
             .client
-            .pull_blob_stream(source, &oci_descriptor(layer))
+            .pull_blob_stream(&image.source, &oci_descriptor(layer))
             .await
             .map_err(|e| registry(error_chain(&e)))?
             .stream;
