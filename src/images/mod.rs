@@ -52,6 +52,22 @@ pub enum PullError {
     },
 }
 
+impl PullError {
+    fn registry(image: &str) -> impl Fn(String) -> PullError + Copy + '_ {
+        move |cause| PullError::Registry {
+            image: image.to_string(),
+            cause,
+        }
+    }
+
+    fn unsupported(image: &str) -> impl Fn(String) -> PullError + Copy + '_ {
+        move |cause| PullError::Unsupported {
+            image: image.to_string(),
+            cause,
+        }
+    }
+}
+
 /// A pulled image: its name, the digest it resolved to (which the app is pinned to),
 /// how to run it, and the snapshot its containers start from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,14 +326,7 @@ impl Puller {
     }
 
     async fn resolve_at(&self, name: &str, source: &Reference) -> Result<Resolved, PullError> {
-        let registry = |cause: String| PullError::Registry {
-            image: name.to_string(),
-            cause,
-        };
-        let unsupported = |cause: String| PullError::Unsupported {
-            image: name.to_string(),
-            cause,
-        };
+        let (registry, unsupported) = (PullError::registry(name), PullError::unsupported(name));
         let accepted: Vec<&str> = INDEX_TYPES.iter().chain(&MANIFEST_TYPES).copied().collect();
         let (bytes, digest) = self
             .client
@@ -386,14 +395,7 @@ impl Puller {
         source: &Reference,
         index: &ManifestJson,
     ) -> Result<(Document, ManifestJson), PullError> {
-        let registry = |cause: String| PullError::Registry {
-            image: name.to_string(),
-            cause,
-        };
-        let unsupported = |cause: String| PullError::Unsupported {
-            image: name.to_string(),
-            cause,
-        };
+        let (registry, unsupported) = (PullError::registry(name), PullError::unsupported(name));
         let (os, architecture) = ("linux", host_architecture());
         let entry = index
             .manifests
