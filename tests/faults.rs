@@ -131,6 +131,13 @@ async fn installs_survive_systemd_reloads_and_reexecs() {
                     s["status_code"].as_str().is_some_and(|c| c >= phase)
                 })
                 .await;
+            assert_ne!(
+                status["status_code"],
+                "50",
+                "{app_id}: {status}\n{}\n{}",
+                host.journal(&format!("appunit-{app_id}.service")),
+                host.journal("appunitd.service")
+            );
             phases.push(status["status_code"].as_str().unwrap_or("").to_string());
             let out = host.sandbox.run("systemctl", &[fault]);
             assert!(out.status.success(), "{fault}: {out:?}");

@@ -236,9 +236,7 @@ impl Supervisor {
                     output::make_fifo(fifo, true)?;
                 }
                 output::relay(&service.name, &out, &err)?;
-                let pid = self
-                    .containerd
-                    .create_task(id, &out, &err)
+                let pid = tasks::create(&self.containerd, id, &out, &err)
                     .await
                     .map_err(fail)?;
                 self.containerd.start_task(id).await.map_err(fail)?;

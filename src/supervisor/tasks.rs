@@ -3,9 +3,11 @@
 //! the containers and their output FIFOs, live on, so a broken connection is no exit.
 
 use crate::runtime::containerd::{Containerd, ContainerdError};
+use containerd_client::tonic::Code;
 use nix::errno::Errno;
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,6 +15,8 @@ use std::time::{Duration, Instant};
 const RECONNECT_LIMIT: Duration = Duration::from_secs(60);
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(2);
+/// Pauses between tries to create a task double up to this: 250 ms + … + 2 s.
+const CREATE_PAUSES: Duration = Duration::from_secs(2);
 /// A call that answers later than this is no call to a dead containerd.
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -70,6 +74,34 @@ async fn until_reachable(
             Err(_) if down_since.elapsed() >= RECONNECT_LIMIT => return Err(None),
             _ => pause = (pause * 2).min(LONGEST_RETRY),
         }
+    }
+}
+
+/// Creates the task, trying again a few times after a failure that may pass: runc
+/// asks systemd over D-Bus for the container's scope, which fails while systemd
+/// re-executes itself (`daemon-reexec`), and containerd may be restarting. runc's
+/// failures come as Unknown, so a lasting one is reported a few seconds later.
+pub async fn create(
+    containerd: &Containerd,
+    id: &str,
+    out: &Path,
+    err: &Path,
+) -> Result<u32, ContainerdError> {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let error = match containerd.create_task(id, out, err).await {
+            Ok(pid) => return Ok(pid),
+            Err(error) => error,
+        };
+        let transient = matches!(error.code(), Some(Code::Unknown | Code::Unavailable));
+        if !transient || pause > CREATE_PAUSES {
+            return Err(error);
+        }
+        tracing::warn!(container = id, %error, "creating the task: trying again");
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+        // What a failed create left (a task record) would refuse the next one.
+        let _ = containerd.delete_task(id).await;
     }
 }
 
