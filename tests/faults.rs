@@ -150,3 +150,39 @@ async fn installs_survive_systemd_reloads_and_reexecs() {
         assert_running(&host, app_id).await;
     }
 }
+
+/// An app stopped while containerd is down: the stop ends in bounded time with its
+/// containers' processes gone, and the app starts again once containerd is back.
+#[tokio::test]
+async fn an_app_stops_while_containerd_is_down() {
+    let host = Host::boot();
+    install(&host, "calm", "1").await;
+    assert_running(&host, "calm").await;
+    let pids: Vec<String> = tasks(&host).into_values().collect();
+    assert_eq!(pids.len(), 2, "{pids:?}");
+
+    let out = host.sandbox.run("systemctl", &["stop", "containerd"]);
+    assert!(out.status.success(), "{out:?}");
+    let stopping = Instant::now();
+    host.sandbox.systemctl(&["stop", "appunit-calm.service"]);
+    let took = stopping.elapsed();
+    eprintln!("stopped in {took:?} while containerd was down");
+    // Each service's 2 s grace, then SIGKILL (busybox httpd as PID 1 ignores SIGTERM).
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(
+        host.sandbox
+            .systemctl(&["is-active", "appunit-calm.service"]),
+        "inactive",
+        "{}",
+        host.journal("appunit-calm.service")
+    );
+    for pid in &pids {
+        let alive = host.sandbox.run("test", &["-d", &format!("/proc/{pid}")]);
+        assert!(!alive.status.success(), "container process {pid} still runs");
+    }
+
+    let out = host.sandbox.run("systemctl", &["start", "containerd"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(host.call("AppStart", "app_id=calm").await.status, 200);
+    assert_running(&host, "calm").await;
+}
