@@ -178,7 +178,10 @@ async fn an_app_stops_while_containerd_is_down() {
     );
     for pid in &pids {
         let alive = host.sandbox.run("test", &["-d", &format!("/proc/{pid}")]);
-        assert!(!alive.status.success(), "container process {pid} still runs");
+        assert!(
+            !alive.status.success(),
+            "container process {pid} still runs"
+        );
     }
 
     let out = host.sandbox.run("systemctl", &["start", "containerd"]);
