@@ -4,6 +4,7 @@
 //! reports READY=1 once they pass, and stops the containers gracefully on SIGTERM.
 //! When a container dies it stops the others and exits non-zero, so the unit's
 //! Restart= policy and the app's error status apply; its reason is the unit's status text.
+//! A containerd restart is no exit: the supervisor reconnects and waits on its tasks again.
 
 mod health;
 mod output;

@@ -27,7 +27,7 @@ pub enum Exit {
     Status(u32),
     #[error("lost its task")]
     Gone,
-    #[error("could not be watched: containerd stayed unreachable for {RECONNECT_LIMIT:?}")]
+    #[error("could not be watched for {RECONNECT_LIMIT:?}: containerd failed")]
     Unwatched(#[source] Option<Arc<ContainerdError>>),
 }
 
@@ -46,9 +46,13 @@ pub async fn wait_exit(containerd: &Containerd, id: &str) -> Exit {
         if waited.elapsed() > Duration::from_secs(1) {
             down_since = None;
         }
-        let down_since = *down_since.get_or_insert_with(Instant::now);
+        let since = *down_since.get_or_insert_with(Instant::now);
+        // Waits that keep failing at once, though containerd answers, end it too.
+        if since.elapsed() >= RECONNECT_LIMIT {
+            return Exit::Unwatched(Some(Arc::new(error)));
+        }
         tracing::warn!(container = id, %error, "lost the wait on the task: reconnecting");
-        match until_reachable(containerd, id, down_since).await {
+        match until_reachable(containerd, id, since).await {
             Ok(true) => tracing::info!(container = id, "waiting on the task again"),
             Ok(false) => return Exit::Gone,
             Err(error) => return Exit::Unwatched(error.map(Arc::new)),
