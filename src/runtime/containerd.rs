@@ -101,6 +101,13 @@ pub struct AppContainer {
     pub app_id: String,
 }
 
+/// A container's task as containerd knows it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TaskState {
+    pub pid: u32,
+    pub running: bool,
+}
+
 /// A lease: what is created under it is kept until it is released.
 pub struct Lease {
     pub id: String,
@@ -706,6 +713,11 @@ impl Containerd {
     /// Whether the container's task exists and is running (after a supervisor restart,
     /// its containers may well be).
     pub async fn task_running(&self, id: &str) -> Result<bool> {
+        Ok(self.task(id).await?.is_some_and(|task| task.running))
+    }
+
+    /// The container's task, if it has one (running, or exited and not yet deleted).
+    pub async fn task(&self, id: &str) -> Result<Option<TaskState>> {
         let request = GetRequest {
             container_id: id.into(),
             exec_id: String::new(),
@@ -718,7 +730,10 @@ impl Containerd {
         )?;
         Ok(task
             .and_then(|response| response.process)
-            .is_some_and(|p| p.status == containerd_client::types::v1::Status::Running as i32))
+            .map(|p| TaskState {
+                pid: p.pid,
+                running: p.status == containerd_client::types::v1::Status::Running as i32,
+            }))
     }
 
     /// appunit's containers: those of one app, or of every app.

@@ -4,74 +4,108 @@
 //! reports READY=1 once they pass, and stops the containers gracefully on SIGTERM.
 //! When a container dies it stops the others and exits non-zero, so the unit's
 //! Restart= policy and the app's error status apply; its reason is the unit's status text.
+//! A containerd restart is no exit: the supervisor reconnects and waits on its tasks again.
+
+mod health;
+mod output;
+mod tasks;
+
+pub use tasks::Exit;
 
 use crate::app::AppFolder;
-use crate::app::plan::{AppPlan, HealthPlan, ServicePlan};
+use crate::app::plan::{AppPlan, ServicePlan};
 use crate::catalog::compose::Condition;
 use crate::config::Config;
-use crate::runtime::containerd::Containerd;
+use crate::error::error_chain;
+use crate::runtime::containerd::{Containerd, ContainerdError};
+use crate::runtime::net::NetError;
+use health::{Health, HealthChecker};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
-use tokio::io::AsyncBufReadExt;
-use tokio::net::unix::pipe;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
-#[derive(Debug, Clone, PartialEq)]
-enum Health {
-    Starting,
-    Healthy,
-    Unhealthy(String),
+#[derive(Debug, thiserror::Error)]
+pub enum SupervisorError {
+    #[error("handling SIGTERM: {0}")]
+    Signal(#[source] std::io::Error),
+    #[error("{}: {source}", path.display())]
+    ReadPlan {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    ParsePlan {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+    #[error(transparent)]
+    Network(#[from] NetError),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("starting {service}: {source}")]
+    Start {
+        service: String,
+        source: ContainerdError,
+    },
+    #[error("health check of {service} failed: {reason}")]
+    Unhealthy { service: String, reason: String },
+    #[error("service {service} {exit} before it was healthy")]
+    EndedBeforeHealthy {
+        service: String,
+        #[source]
+        exit: Exit,
+    },
+    #[error("service {service} {exit}")]
+    Ended {
+        service: String,
+        #[source]
+        exit: Exit,
+    },
+}
+
+/// How the start of an app's containers ended.
+enum StartEnded {
+    /// Every service runs and is healthy.
+    Ready,
+    /// SIGTERM came first.
+    Stopped,
+    Failed(SupervisorError),
 }
 
 struct Supervisor {
     containerd: Containerd,
     plan: AppPlan,
     io_dir: PathBuf,
-    /// Per service: its exit status once its task has exited.
-    exits: HashMap<String, watch::Receiver<Option<u32>>>,
+    /// Per service: how its task ended, once it has.
+    exits: HashMap<String, watch::Receiver<Option<Exit>>>,
+    /// Per service: its task's PID, to signal while containerd cannot be reached.
+    pids: HashMap<String, u32>,
     health: HashMap<String, watch::Receiver<Health>>,
 }
 
-pub async fn supervise(config: &Config, app_id: &str) -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let plan_file = AppFolder::new(&config.state_dir, app_id).plan_file();
-    let plan: AppPlan = std::fs::read(&plan_file)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()))
-        .map_err(|e| format!("{}: {e}", plan_file.display()))?;
-    let containerd = Containerd::connect(&config.containerd_socket, &config.containerd_namespace)
-        .await
-        .map_err(|e| e.to_string())?;
-    config
-        .network()
-        .ensure(app_id, &plan.ports)
-        .map_err(|e| e.to_string())?;
-    let io_dir = config.app_run_dir(app_id);
-    std::fs::create_dir_all(&io_dir).map_err(|e| format!("{}: {e}", io_dir.display()))?;
-    let mut supervisor = Supervisor {
-        containerd,
-        plan,
-        io_dir,
-        exits: HashMap::new(),
-        health: HashMap::new(),
-    };
-
-    let started = tokio::select! {
-        started = supervisor.start_all() => started,
-        _ = terminate.recv() => Err(String::new()),
-    };
-    if let Err(reason) = started {
-        if reason.is_empty() {
-            // Told to stop while starting: a clean stop, not a failure.
+/// Runs the app until SIGTERM (Ok) or until it fails: a service that exits, a failed
+/// start, or containerd gone for good.
+pub async fn supervise(config: &Config, app_id: &str) -> Result<(), SupervisorError> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(SupervisorError::Signal)?;
+    let mut supervisor = Supervisor::prepare(config, app_id).await?;
+    match supervisor.start_all(&mut terminate).await {
+        StartEnded::Ready => {}
+        StartEnded::Stopped => {
             supervisor.stop_all().await;
             return Ok(());
         }
-        notify_status(&reason);
-        supervisor.stop_all().await;
-        return Err(reason);
+        StartEnded::Failed(error) => {
+            notify_status(&error);
+            supervisor.stop_all().await;
+            return Err(error);
+        }
     }
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
@@ -81,24 +115,62 @@ pub async fn supervise(config: &Config, app_id: &str) -> Result<(), String> {
 
     let outcome = tokio::select! {
         _ = terminate.recv() => Ok(()),
-        (service, status) = supervisor.first_exit() => {
-            Err(format!("service {service} exited with status {status}"))
-        }
+        (service, exit) = supervisor.first_exit() => Err(SupervisorError::Ended { service, exit }),
     };
-    if let Err(reason) = &outcome {
-        notify_status(reason);
+    if let Err(error) = &outcome {
+        notify_status(error);
     }
     supervisor.stop_all().await;
     outcome
 }
 
-fn notify_status(reason: &str) {
+fn notify_status(error: &SupervisorError) {
+    let reason = error_chain(error);
     tracing::error!("{reason}");
-    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(reason)]);
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&reason)]);
 }
 
 impl Supervisor {
-    async fn start_all(&mut self) -> Result<(), String> {
+    async fn prepare(config: &Config, app_id: &str) -> Result<Supervisor, SupervisorError> {
+        let path = AppFolder::new(&config.state_dir, app_id).plan_file();
+        let bytes = std::fs::read(&path).map_err(|source| SupervisorError::ReadPlan {
+            path: path.clone(),
+            source,
+        })?;
+        let plan: AppPlan = serde_json::from_slice(&bytes)
+            .map_err(|source| SupervisorError::ParsePlan { path, source })?;
+        let containerd =
+            Containerd::connect(&config.containerd_socket, &config.containerd_namespace).await?;
+        config.network().ensure(app_id, &plan.ports)?;
+        let io_dir = config.app_run_dir(app_id);
+        std::fs::create_dir_all(&io_dir).map_err(|source| SupervisorError::Io {
+            path: io_dir.clone(),
+            source,
+        })?;
+        Ok(Supervisor {
+            containerd,
+            plan,
+            io_dir,
+            exits: HashMap::new(),
+            pids: HashMap::new(),
+            health: HashMap::new(),
+        })
+    }
+
+    async fn start_all(&mut self, terminate: &mut Signal) -> StartEnded {
+        let started = tokio::select! {
+            started = self.start_in_order() => started,
+            _ = terminate.recv() => return StartEnded::Stopped,
+        };
+        match started {
+            Ok(()) => StartEnded::Ready,
+            Err(error) => StartEnded::Failed(error),
+        }
+    }
+
+    /// Each service once those it depends on are up (healthy, where it says so); then
+    /// until every service with a health check is healthy.
+    async fn start_in_order(&mut self) -> Result<(), SupervisorError> {
         for service in self.plan.services.clone() {
             for (dependency, condition) in &service.depends_on {
                 if *condition == Condition::ServiceHealthy {
@@ -114,7 +186,7 @@ impl Supervisor {
         Ok(())
     }
 
-    async fn until_healthy(&self, service: &str) -> Result<(), String> {
+    async fn until_healthy(&self, service: &str) -> Result<(), SupervisorError> {
         let Some(health) = self.health.get(service) else {
             return Ok(()); // no health check: started is healthy
         };
@@ -122,53 +194,69 @@ impl Supervisor {
         let mut exited = self.exits[service].clone();
         tokio::select! {
             state = health.wait_for(|h| *h != Health::Starting) => match state.map(|h| h.clone()) {
-                Ok(Health::Unhealthy(reason)) => Err(format!("health check of {service} failed: {reason}")),
+                Ok(Health::Unhealthy(reason)) => Err(SupervisorError::Unhealthy {
+                    service: service.to_string(),
+                    reason,
+                }),
                 _ => Ok(()),
             },
-            status = exited.wait_for(Option::is_some) => {
-                let status = status.map(|s| s.unwrap_or_default()).unwrap_or_default();
-                Err(format!("service {service} exited with status {status} before it was healthy"))
-            }
+            exit = exited.wait_for(Option::is_some) => Err(SupervisorError::EndedBeforeHealthy {
+                service: service.to_string(),
+                exit: exit.ok().and_then(|exit| exit.clone()).unwrap_or(Exit::Gone),
+            }),
         }
     }
 
-    async fn start(&mut self, service: &ServicePlan) -> Result<(), String> {
+    /// Starts a service's container, or takes it back when it runs already (the
+    /// supervisor restarted; its containers did not); then watches it.
+    async fn start(&mut self, service: &ServicePlan) -> Result<(), SupervisorError> {
         let id = &service.container_id;
-        let fail = |e: crate::runtime::containerd::ContainerdError| {
-            format!("starting {}: {e}", service.name)
+        let fail = |source| SupervisorError::Start {
+            service: service.name.clone(),
+            source,
         };
         let (out, err) = (
             self.io_dir.join(format!("{}.out", service.name)),
             self.io_dir.join(format!("{}.err", service.name)),
         );
-        if self.containerd.task_running(id).await.map_err(fail)? {
-            // The supervisor restarted; its containers did not: attach to them.
-            tracing::info!(
-                service = service.name,
-                "re-attaching to the running container"
-            );
-            for fifo in [&out, &err] {
-                make_fifo(fifo, false)?;
+        let pid = match self.containerd.task(id).await.map_err(fail)? {
+            Some(task) if task.running => {
+                tracing::info!(
+                    service = service.name,
+                    "re-attaching to the running container"
+                );
+                for fifo in [&out, &err] {
+                    output::make_fifo(fifo, false)?;
+                }
+                output::relay(&service.name, &out, &err)?;
+                task.pid
             }
-            self.relay(service, &out, &err)?;
-        } else {
-            self.containerd.delete_task(id).await.map_err(fail)?;
-            for fifo in [&out, &err] {
-                make_fifo(fifo, true)?;
+            _ => {
+                self.containerd.delete_task(id).await.map_err(fail)?;
+                for fifo in [&out, &err] {
+                    output::make_fifo(fifo, true)?;
+                }
+                output::relay(&service.name, &out, &err)?;
+                let pid = tasks::create(&self.containerd, id, &out, &err)
+                    .await
+                    .map_err(fail)?;
+                self.containerd.start_task(id).await.map_err(fail)?;
+                pid
             }
-            self.relay(service, &out, &err)?;
-            self.containerd
-                .create_task(id, &out, &err)
-                .await
-                .map_err(fail)?;
-            self.containerd.start_task(id).await.map_err(fail)?;
-        }
+        };
+        self.watch(service, pid);
+        Ok(())
+    }
+
+    /// Follows a started service: its exit, and its health while it has none yet.
+    fn watch(&mut self, service: &ServicePlan, pid: u32) {
+        self.pids.insert(service.name.clone(), pid);
         let (exit_sender, exit_receiver) = watch::channel(None);
         let containerd = self.containerd.clone();
-        let waited_id = id.clone();
+        let id = service.container_id.clone();
         tokio::spawn(async move {
-            let status = containerd.wait_task(&waited_id).await.unwrap_or(255);
-            let _ = exit_sender.send(Some(status));
+            let exit = tasks::wait_exit(&containerd, &id).await;
+            let _ = exit_sender.send(Some(exit));
         });
         self.exits.insert(service.name.clone(), exit_receiver);
         if let Some(health) = &service.health {
@@ -181,56 +269,35 @@ impl Supervisor {
             tokio::spawn(checker.run(sender));
             self.health.insert(service.name.clone(), receiver);
         }
-        Ok(())
     }
 
-    fn relay(&self, service: &ServicePlan, out: &Path, err: &Path) -> Result<(), String> {
-        for (path, priority) in [
-            (out, libsystemd::logging::Priority::Info),
-            (err, libsystemd::logging::Priority::Warning),
-        ] {
-            let receiver = pipe::OpenOptions::new()
-                .read_write(true)
-                .open_receiver(path)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            tokio::spawn(relay_lines(service.name.clone(), receiver, priority));
-        }
-        Ok(())
-    }
-
-    /// The first service whose task exits, and its status.
-    async fn first_exit(&self) -> (String, u32) {
+    /// The first service whose task ends, and how.
+    async fn first_exit(&self) -> (String, Exit) {
         let waits = self.exits.iter().map(|(service, exited)| {
             let mut exited = exited.clone();
             let service = service.clone();
             Box::pin(async move {
-                let status = exited
-                    .wait_for(Option::is_some)
-                    .await
-                    .map(|s| s.unwrap_or_default())
-                    .unwrap_or_default();
-                (service, status)
+                let exit = exited.wait_for(Option::is_some).await;
+                let exit = exit.ok().and_then(|exit| exit.clone());
+                (service, exit.unwrap_or(Exit::Gone))
             })
         });
         futures_util::future::select_all(waits).await.0
     }
 
     /// Stops every started container, last started first: its stop signal, then
-    /// SIGKILL after the grace period; then its task is deleted.
+    /// SIGKILL after the grace period; then its task is deleted. While containerd is
+    /// down the signals go to the processes, and their tasks stay for the next start.
     async fn stop_all(&self) {
         for service in self.plan.services.iter().rev() {
             let Some(exited) = self.exits.get(&service.name) else {
                 continue;
             };
-            let mut exited = exited.clone();
-            let id = &service.container_id;
+            let (id, pid) = (&service.container_id, self.pids[&service.name]);
             if exited.borrow().is_none() {
-                let _ = self
-                    .containerd
-                    .kill_task(id, service.stop_signal as u32)
-                    .await;
+                tasks::signal(&self.containerd, id, pid, service.stop_signal).await;
                 let grace = Duration::from_millis(service.stop_grace_ms);
-                if tokio::time::timeout(grace, exited.wait_for(Option::is_some))
+                if tokio::time::timeout(grace, ended(exited, pid))
                     .await
                     .is_err()
                 {
@@ -238,122 +305,39 @@ impl Supervisor {
                         service = service.name,
                         "still running after {grace:?}: SIGKILL"
                     );
-                    let _ = self.containerd.kill_task(id, 9).await;
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(10),
-                        exited.wait_for(Option::is_some),
+                    tasks::signal(
+                        &self.containerd,
+                        id,
+                        pid,
+                        nix::sys::signal::Signal::SIGKILL as i32,
                     )
                     .await;
+                    let _ = tokio::time::timeout(Duration::from_secs(10), ended(exited, pid)).await;
                 }
             }
-            if let Err(err) = self.containerd.delete_task(id).await {
-                tracing::warn!(service = service.name, %err, "deleting the task");
+            let deleted =
+                tokio::time::timeout(tasks::CALL_TIMEOUT, self.containerd.delete_task(id));
+            match deleted.await {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => tracing::warn!(service = service.name, %err, "deleting the task"),
+                Err(_) => tracing::warn!(service = service.name, "deleting the task: no answer"),
             }
         }
     }
 }
 
-struct HealthChecker {
-    containerd: Containerd,
-    service: ServicePlan,
-    plan: HealthPlan,
-}
-
-static EXEC_IDS: AtomicU64 = AtomicU64::new(0);
-
-impl HealthChecker {
-    /// Compose semantics: checks every interval; failures inside the start period do not
-    /// count; healthy at the first success; unhealthy after `retries` counted failures.
-    async fn run(self, health: watch::Sender<Health>) {
-        let started = Instant::now();
-        let start_period = Duration::from_millis(self.plan.start_period_ms);
-        let mut failures = 0;
-        loop {
-            match self.check().await {
-                Ok(()) => {
-                    tracing::info!(service = self.service.name, "healthy");
-                    let _ = health.send(Health::Healthy);
-                    return;
-                }
-                Err(reason) if started.elapsed() >= start_period => {
-                    failures += 1;
-                    tracing::info!(
-                        service = self.service.name,
-                        failures,
-                        "health check failed: {reason}"
-                    );
-                    if failures >= self.plan.retries.max(1) {
-                        let _ = health.send(Health::Unhealthy(reason));
-                        return;
-                    }
-                }
-                Err(_) => {}
-            }
-            tokio::time::sleep(Duration::from_millis(self.plan.interval_ms)).await;
-        }
-    }
-
-    async fn check(&self) -> Result<(), String> {
-        let mut process = self.service.process.clone();
-        process.set_args(Some(self.plan.args.clone()));
-        let exec_id = format!("health-{}", EXEC_IDS.fetch_add(1, Ordering::Relaxed));
-        let timeout = Duration::from_millis(self.plan.timeout_ms);
-        let run = self
-            .containerd
-            .exec(&self.service.container_id, &exec_id, &process);
-        match tokio::time::timeout(timeout, run).await {
-            Ok(Ok(0)) => Ok(()),
-            Ok(Ok(status)) => Err(format!("{:?} exited with {status}", self.plan.args)),
-            Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!("{:?} took longer than {timeout:?}", self.plan.args)),
-        }
-    }
-}
-
-/// A FIFO for a container's output. `fresh` replaces one left from an earlier run;
-/// otherwise an existing one is kept, since a running container writes to it.
-fn make_fifo(path: &Path, fresh: bool) -> Result<(), String> {
-    if path.exists() {
-        if !fresh {
-            return Ok(());
-        }
-        std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .map_err(|e| format!("{}: {e}", path.display()))
-}
-
-/// Each line a container writes, to the journal with the service as its identifier
-/// (or to stdout, tagged, when there is no journal).
-async fn relay_lines(
-    service: String,
-    receiver: pipe::Receiver,
-    priority: libsystemd::logging::Priority,
-) {
-    let journal = libsystemd::logging::connected_to_journal();
-    let mut reader = tokio::io::BufReader::new(receiver);
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\n', '\r']);
-        let sent = journal
-            && libsystemd::logging::journal_send(
-                priority,
-                text,
-                [
-                    ("SYSLOG_IDENTIFIER", service.as_str()),
-                    ("APPUNIT_SERVICE", service.as_str()),
-                ]
-                .into_iter(),
-            )
-            .is_ok();
-        if !sent {
-            println!("{service}: {text}");
-        }
+/// Resolves once the task has exited: as containerd reports it, or, while containerd
+/// cannot tell, once its process is gone.
+async fn ended(exited: &watch::Receiver<Option<Exit>>, pid: u32) {
+    let (mut exited, mut reported) = (exited.clone(), exited.clone());
+    let gone = async {
+        tasks::process_gone(pid).await;
+        // A reachable containerd reports the exit at once: delete the task after that.
+        let reported = reported.wait_for(Option::is_some);
+        let _ = tokio::time::timeout(Duration::from_secs(1), reported).await;
+    };
+    tokio::select! {
+        _ = exited.wait_for(Option::is_some) => {}
+        _ = gone => {}
     }
 }
