@@ -173,20 +173,24 @@ impl Systemd {
     /// The unit starts at boot (`WantedBy=` of its [Install] section). The links are on
     /// disk, which boot reads; systemd's memory has them after the next job.
     pub async fn enable(&self, unit: &str) -> Result<()> {
-        self.manager
-            .enable_unit_files(vec![unit.to_string()], false, true)
-            .await
-            .map_err(call_error("EnableUnitFiles", unit))?;
+        retried(|| {
+            self.manager
+                .enable_unit_files(vec![unit.to_string()], false, true)
+        })
+        .await
+        .map_err(call_error("EnableUnitFiles", unit))?;
         self.links_changed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
     /// The unit no longer starts at boot; as with `enable`, a reload follows the next job.
     pub async fn disable(&self, unit: &str) -> Result<()> {
-        self.manager
-            .disable_unit_files(vec![unit.to_string()], false)
-            .await
-            .map_err(call_error("DisableUnitFiles", unit))?;
+        retried(|| {
+            self.manager
+                .disable_unit_files(vec![unit.to_string()], false)
+        })
+        .await
+        .map_err(call_error("DisableUnitFiles", unit))?;
         self.links_changed.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -251,9 +255,7 @@ impl Systemd {
         {
             return Ok(proxies.clone());
         }
-        let path = self
-            .manager
-            .load_unit(unit.to_string())
+        let path = retried(|| self.manager.load_unit(unit.to_string()))
             .await
             .map_err(call_error("LoadUnit", unit))?;
         let proxies = Proxies {
@@ -277,8 +279,7 @@ impl Systemd {
 
     async fn reload(&self, unit: &str) -> Result<()> {
         self.links_changed.store(false, Ordering::Relaxed);
-        self.manager
-            .reload()
+        retried(|| self.manager.reload())
             .await
             .map_err(call_error("Reload", unit))
     }
@@ -293,11 +294,17 @@ impl Systemd {
             .await
             .map_err(call_error("JobRemoved", unit))?;
         let (name, mode) = (unit.to_string(), "replace".to_string());
-        let queued = match job {
-            Job::Start => self.manager.start_unit(name, mode).await,
-            Job::Stop => self.manager.stop_unit(name, mode).await,
-            Job::Restart => self.manager.restart_unit(name, mode).await,
-        }
+        let queued = retried(|| {
+            let (name, mode) = (name.clone(), mode.clone());
+            async move {
+                match job {
+                    Job::Start => self.manager.start_unit(name, mode).await,
+                    Job::Stop => self.manager.stop_unit(name, mode).await,
+                    Job::Restart => self.manager.restart_unit(name, mode).await,
+                }
+            }
+        })
+        .await
         .map_err(call_error(job.name(), unit))?;
         while let Some(signal) = removed.next().await {
             let Ok(args) = signal.args() else { continue };
@@ -351,6 +358,31 @@ impl Systemd {
             }
         }
     }
+}
+
+/// systemd drops the calls in flight when it re-executes (`daemon-reexec`) and answers
+/// none until it is back: such calls are tried again for up to 5 s.
+async fn retried<T, Call: Future<Output = zbus::Result<T>>>(
+    mut call: impl FnMut() -> Call,
+) -> zbus::Result<T> {
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(error) if tries < 20 && is_interrupted(&error) => {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+fn is_interrupted(error: &zbus::Error) -> bool {
+    use zbus::fdo::Error as Fdo;
+    matches!(error, zbus::Error::FDO(fdo) if matches!(
+        **fdo,
+        Fdo::NoReply(_) | Fdo::Disconnected(_) | Fdo::ServiceUnknown(_)
+    ))
 }
 
 fn call_error(call: &'static str, unit: &str) -> impl Fn(zbus::Error) -> SystemdError {
