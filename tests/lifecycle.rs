@@ -333,8 +333,9 @@ async fn installs_survive_a_daemon_crash_in_every_phase() {
         assert_eq!(
             status["status"],
             "running",
-            "{app_id}: {status} after {seen:?}\n{}",
-            host.journal("appunitd.service")
+            "{app_id}: {status} after {seen:?}\n{}\n{}",
+            host.journal("appunitd.service"),
+            host.journal(&format!("appunit-{app_id}.service"))
         );
     }
     assert_eq!(caught[0].1, "10", "{caught:?}");

@@ -240,7 +240,7 @@ impl Supervisor {
                 let pid = tasks::create(&self.containerd, id, &out, &err)
                     .await
                     .map_err(fail)?;
-                self.containerd.start_task(id).await.map_err(fail)?;
+                tasks::start(&self.containerd, id).await.map_err(fail)?;
                 pid
             }
         };
