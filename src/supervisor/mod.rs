@@ -157,33 +157,44 @@ impl Supervisor {
         })
     }
 
-    async fn start_all(&mut self, terminate: &mut Signal) -> StartEnded {
-        let started = tokio::select! {
-            started = self.start_in_order() => started,
-            _ = terminate.recv() => return StartEnded::Stopped,
-        };
-        match started {
-            Ok(()) => StartEnded::Ready,
-            Err(error) => StartEnded::Failed(error),
-        }
-    }
-
     /// Each service once those it depends on are up (healthy, where it says so); then
-    /// until every service with a health check is healthy.
-    async fn start_in_order(&mut self) -> Result<(), SupervisorError> {
+    /// until every service with a health check is healthy. SIGTERM ends the waits, never
+    /// a service's start: containerd cancels a call whose client leaves, and a task
+    /// create or start cut short would outlive the supervisor (a create cut short also
+    /// leaves the shim's bundle, failing every later create: "file exists"). A SIGTERM
+    /// that comes during a start is taken at the next wait.
+    async fn start_all(&mut self, terminate: &mut Signal) -> StartEnded {
         for service in self.plan.services.clone() {
             for (dependency, condition) in &service.depends_on {
-                if *condition == Condition::ServiceHealthy {
-                    self.until_healthy(dependency).await?;
+                if *condition == Condition::ServiceHealthy
+                    && let Some(ended) = self.until_healthy_or_stopped(dependency, terminate).await
+                {
+                    return ended;
                 }
             }
-            self.start(&service).await?;
+            if let Err(error) = self.start(&service).await {
+                return StartEnded::Failed(error);
+            }
         }
         let checked: Vec<String> = self.health.keys().cloned().collect();
         for service in checked {
-            self.until_healthy(&service).await?;
+            if let Some(ended) = self.until_healthy_or_stopped(&service, terminate).await {
+                return ended;
+            }
         }
-        Ok(())
+        StartEnded::Ready
+    }
+
+    /// None once the service is healthy; else how the start ends.
+    async fn until_healthy_or_stopped(
+        &self,
+        service: &str,
+        terminate: &mut Signal,
+    ) -> Option<StartEnded> {
+        tokio::select! {
+            healthy = self.until_healthy(service) => healthy.err().map(StartEnded::Failed),
+            _ = terminate.recv() => Some(StartEnded::Stopped),
+        }
     }
 
     async fn until_healthy(&self, service: &str) -> Result<(), SupervisorError> {
@@ -240,7 +251,7 @@ impl Supervisor {
                 let pid = tasks::create(&self.containerd, id, &out, &err)
                     .await
                     .map_err(fail)?;
-                tasks::start(&self.containerd, id).await.map_err(fail)?;
+                self.containerd.start_task(id).await.map_err(fail)?;
                 pid
             }
         };

@@ -93,12 +93,7 @@ pub async fn create(
 ) -> Result<u32, ContainerdError> {
     let mut pause = Duration::from_millis(250);
     loop {
-        let create = {
-            let (containerd, id) = (containerd.clone(), id.to_string());
-            let (out, err) = (out.to_path_buf(), err.to_path_buf());
-            async move { containerd.create_task(&id, &out, &err).await }
-        };
-        let error = match to_the_end("Tasks.Create", create).await {
+        let error = match containerd.create_task(id, out, err).await {
             Ok(pid) => return Ok(pid),
             Err(error) => error,
         };
@@ -112,32 +107,6 @@ pub async fn create(
         // What a failed create left (a task record) would refuse the next one.
         let _ = containerd.delete_task(id).await;
     }
-}
-
-/// Starts a created task, to the end (see `to_the_end`).
-pub async fn start(containerd: &Containerd, id: &str) -> Result<(), ContainerdError> {
-    let (containerd, id) = (containerd.clone(), id.to_string());
-    to_the_end(
-        "Tasks.Start",
-        async move { containerd.start_task(&id).await },
-    )
-    .await
-}
-
-/// Runs a containerd call to its end even when the supervisor stops waiting for it
-/// (told to stop mid-start): containerd cancels a call whose client goes away, and a
-/// task create cut short that way leaves the shim's bundle behind, which fails every
-/// later create of that container ("file exists").
-async fn to_the_end<T: Send + 'static>(
-    call: &'static str,
-    work: impl Future<Output = Result<T, ContainerdError>> + Send + 'static,
-) -> Result<T, ContainerdError> {
-    tokio::spawn(work).await.unwrap_or_else(|e| {
-        Err(ContainerdError::Call {
-            call,
-            status: containerd_client::tonic::Status::internal(e.to_string()),
-        })
-    })
 }
 
 /// Sends `signal` to the task: through containerd, or, while containerd cannot be
