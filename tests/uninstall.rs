@@ -6,21 +6,39 @@ mod common;
 use common::host::{Host, settled};
 use std::time::{Duration, Instant};
 
-/// 2 GiB in 16,384 files of 128 KiB, allocated (not sparse): deleting them takes the
-/// file system real work.
+/// 2 GiB in 65,536 files of 32 KiB, allocated (not sparse): deleting them takes the
+/// file system real work, seconds of it.
 fn fill(folder: &std::path::Path) {
     std::fs::create_dir_all(folder).unwrap();
-    for index in 0..16_384 {
+    for index in 0..65_536 {
         let file = std::fs::File::create(folder.join(format!("blob{index}"))).unwrap();
-        nix::fcntl::posix_fallocate(&file, 0, 128 * 1024).unwrap();
+        nix::fcntl::posix_fallocate(&file, 0, 32 * 1024).unwrap();
     }
 }
 
 /// The data folder goes on a blocking thread: AppStatus keeps answering from other
-/// clients at its usual pace, and the daemon's watchdog never fires.
+/// clients at its usual pace, and the daemon's watchdog never fires. The daemon runs
+/// with one async worker, as on a one-core host, where work that blocks a worker
+/// stalls every client.
 #[tokio::test]
 async fn a_2_gib_uninstall_does_not_stall_the_api() {
     let host = Host::boot();
+    let drop_in = host.sandbox.path("units/appunitd.service.d");
+    std::fs::create_dir_all(&drop_in).unwrap();
+    std::fs::write(
+        drop_in.join("one-core.conf"),
+        "[Service]\nEnvironment=TOKIO_WORKER_THREADS=1\n",
+    )
+    .unwrap();
+    host.sandbox.systemctl(&["daemon-reload"]);
+    host.sandbox.systemctl(&["restart", "appunitd.service"]);
+    let environment = host
+        .sandbox
+        .systemctl(&["show", "-p", "Environment", "appunitd.service"]);
+    assert!(
+        environment.contains("TOKIO_WORKER_THREADS=1"),
+        "{environment}"
+    );
     for app_id in ["big", "stay"] {
         let query = format!("app_name=duo&customer_app_name={app_id}&app_version=1");
         assert_eq!(host.call("AppInstall", &query).await.status, 200);
@@ -70,6 +88,9 @@ async fn a_2_gib_uninstall_does_not_stall_the_api() {
     );
     assert!(!host.sandbox.path("appunit/apps/big").exists());
     assert!(p99 < Duration::from_millis(50), "p99 {p99:?}");
+    // A few calls stalled for as long as the deletion would hardly move the p99.
+    let slowest = *latencies.last().unwrap();
+    assert!(slowest < Duration::from_millis(500), "slowest {slowest:?}");
     assert_eq!(
         host.sandbox
             .systemctl(&["show", "-p", "MainPID", "--value", "appunitd"]),
