@@ -4,8 +4,10 @@
 //! given the previous one's result. Everything here blocks: async callers use
 //! `spawn_blocking`.
 
+use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -107,6 +109,7 @@ impl Network {
     /// the unit (a restart keeps it) and goes with the app; after a reboot it is made
     /// again.
     pub fn ensure(&self, app_id: &str, ports: &[PortMapping]) -> Result<(), NetError> {
+        let _one_at_a_time = self.lock()?;
         let name = netns_name(app_id);
         if run_ip(&["-n", &name, "link", "show", "eth0"]).is_ok() {
             return Ok(());
@@ -125,14 +128,27 @@ impl Network {
         if !netns.exists() {
             return Ok(());
         }
+        let _one_at_a_time = self.lock()?;
         let detached = self.detach(app_id, &netns);
         let deleted = run_ip(&["netns", "delete", &netns_name(app_id)]);
         detached.and(deleted)
     }
 
+    /// Holds the host's CNI work to one app at a time, across processes (each app's
+    /// supervisor runs its own): the plugins check-then-create shared iptables chains,
+    /// and two apps started at once after a boot both tried to create CNI-FORWARD.
+    fn lock(&self) -> Result<Flock<File>, NetError> {
+        std::fs::create_dir_all(&self.state_dir).map_err(io_error(&self.state_dir))?;
+        let path = self.state_dir.join("lock");
+        let file = File::create(&path).map_err(io_error(&path))?;
+        Flock::lock(file, FlockArg::LockExclusive).map_err(|(_, errno)| NetError::Io {
+            path,
+            source: errno.into(),
+        })
+    }
+
     /// Connects the namespace and publishes `ports` on the host.
     fn attach(&self, app_id: &str, netns: &Path, ports: &[PortMapping]) -> Result<(), NetError> {
-        std::fs::create_dir_all(&self.state_dir).map_err(io_error(&self.state_dir))?;
         let mut previous: Option<Value> = None;
         for plugin in self.plugins(ports) {
             let result = self.run("ADD", app_id, netns, plugin, previous.as_ref())?;
