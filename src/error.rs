@@ -14,6 +14,11 @@ pub enum AppError {
     CustomerAppNameFormat,
     #[error("an installed app is already named {0:?}")]
     CustomerAppNameRepeat(String),
+    #[error(
+        "the data of the {app_name} app named {app_id:?} is kept: uninstall {app_id} with \
+         delete_data=true to delete it, or choose another name"
+    )]
+    KeptDataOf { app_id: String, app_name: String },
     #[error("an app named {0:?} is still {1}")]
     CustomerAppNameWait(String, &'static str),
     #[error("app_version is missing or empty")]
@@ -140,7 +145,7 @@ impl AppError {
             AppNameNotExist(_) => Code::AppNameNotExist,
             CustomerAppNameBlank => Code::CustomerAppNameBlank,
             CustomerAppNameFormat => Code::CustomerAppNameFormat,
-            CustomerAppNameRepeat(_) => Code::CustomerAppNameRepeat,
+            CustomerAppNameRepeat(_) | KeptDataOf { .. } => Code::CustomerAppNameRepeat,
             CustomerAppNameWait(..) => Code::CustomerAppNameWait,
             AppVersionBlank => Code::AppVersionBlank,
             AppVersionNotExist(_) => Code::AppVersionNotExist,

@@ -63,16 +63,26 @@ impl Resources {
 
 /// TCP ports with a listening socket on any address, IPv4 or IPv6.
 pub fn listening_tcp_ports() -> BTreeSet<u16> {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|path| std::fs::read_to_string(path).ok())
-        .flat_map(|table| parse_listening(&table))
-        .collect()
+    listening_ports("tcp")
 }
 
-/// Parses a `/proc/net/tcp*` table: state `0A` is LISTEN; the port is the hex after
-/// the colon of the local address.
-fn parse_listening(table: &str) -> Vec<u16> {
+/// Ports of `protocol` ("tcp" or "udp") that a socket of the host listens on (a bound,
+/// unconnected socket for UDP), on any address, IPv4 or IPv6.
+pub fn listening_ports(protocol: &str) -> BTreeSet<u16> {
+    let state = if protocol == "udp" { "07" } else { "0A" };
+    [
+        format!("/proc/net/{protocol}"),
+        format!("/proc/net/{protocol}6"),
+    ]
+    .iter()
+    .filter_map(|path| std::fs::read_to_string(path).ok())
+    .flat_map(|table| parse_listening(&table, state))
+    .collect()
+}
+
+/// Parses a `/proc/net/{tcp,udp}*` table: the sockets in `state` (`0A` is TCP's LISTEN,
+/// `07` a bound UDP socket); the port is the hex after the colon of the local address.
+fn parse_listening(table: &str, listen_state: &str) -> Vec<u16> {
     table
         .lines()
         .skip(1)
@@ -80,7 +90,7 @@ fn parse_listening(table: &str) -> Vec<u16> {
             let mut fields = line.split_whitespace();
             let local = fields.nth(1)?;
             let state = fields.nth(1)?;
-            if state != "0A" {
+            if state != listen_state {
                 return None;
             }
             u16::from_str_radix(local.rsplit(':').next()?, 16).ok()
@@ -97,7 +107,7 @@ mod tests {
         let table = "  sl  local_address rem_address   st tx_queue rx_queue\n\
    0: 00000000:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000\n\
    1: 0100007F:0050 0100007F:9C40 01 00000000:00000000 00:00000000 00000000\n";
-        assert_eq!(parse_listening(table), vec![0x1F90]);
+        assert_eq!(parse_listening(table, "0A"), vec![0x1F90]);
     }
 
     #[test]
@@ -105,6 +115,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert!(listening_tcp_ports().contains(&port));
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        assert!(listening_ports("udp").contains(&port));
     }
 
     #[test]

@@ -198,6 +198,13 @@ impl Actions {
         if let Some(existing) = self.record(app_id).await? {
             return Err(name_taken(existing.app_id, existing.phase));
         }
+        let kept = self.lifecycle.kept_credentials(app_id).await?;
+        if let Some(kept) = kept.as_ref().filter(|kept| kept.app_name != app_name) {
+            return Err(AppError::KeptDataOf {
+                app_id: app_id.into(),
+                app_name: kept.app_name.clone(),
+            });
+        }
         let version = params
             .text("app_version")?
             .ok_or(AppError::AppVersionBlank)?;
@@ -214,7 +221,11 @@ impl Actions {
             return Err(AppError::RequirementNotEnough(shortfalls.join("; ")));
         }
         let _busy = self.lifecycle.begin(app_id, Operation::Install)?;
-        let password = Alphanumeric.sample_string(&mut rand::rng(), 20);
+        // Kept data expects its own password; a new install gets one never used before.
+        let password = kept.map_or_else(
+            || Alphanumeric.sample_string(&mut rand::rng(), 20),
+            |kept| kept.password,
+        );
         let (id, name, owned_version) = (
             app_id.to_string(),
             app_name.to_string(),
@@ -256,7 +267,14 @@ impl Actions {
         let delete_image = params.flag("delete_image", false)?;
         let delete_data = params.flag("delete_data", true)?;
         let _busy = self.lifecycle.begin(app_id, Operation::Uninstall)?;
-        let record = self.existing(app_id).await?;
+        let Some(record) = self.record(app_id).await? else {
+            if delete_data && self.lifecycle.kept_credentials(app_id).await?.is_some() {
+                self.lifecycle.delete_kept(app_id).await?;
+                tracing::info!(app_id, "deleted the kept data");
+                return Ok(app_id.to_string());
+            }
+            return Err(AppError::AppIdNotExist(app_id.into()));
+        };
         let request = UninstallRequest {
             delete_data,
             delete_image,

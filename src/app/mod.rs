@@ -4,6 +4,7 @@
 
 pub mod plan;
 
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 pub fn unit_name(app_id: &str) -> String {
@@ -50,4 +51,37 @@ impl AppFolder {
     pub fn hosts_file(&self) -> PathBuf {
         self.0.join("hosts")
     }
+
+    /// The app's credentials, 0600 beside its data: an uninstall that keeps the data
+    /// keeps them too.
+    pub fn credentials_file(&self) -> PathBuf {
+        self.0.join("credentials.json")
+    }
+
+    /// The credentials kept with the app's data, if any.
+    pub fn kept_credentials(&self) -> std::io::Result<Option<Credentials>> {
+        match std::fs::read(self.credentials_file()) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(Into::into),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Which catalog app a name's data belongs to, and the password that data expects: a
+/// later install of the same app reuses it, so a kept database accepts the app again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credentials {
+    pub app_name: String,
+    pub password: String,
+}
+
+/// `text` with every secret in it masked: for what the status and the logs show.
+pub fn redact(text: &str, secrets: &[String]) -> String {
+    secrets
+        .iter()
+        .filter(|secret| !secret.is_empty())
+        .fold(text.to_string(), |text, secret| {
+            text.replace(secret.as_str(), "********")
+        })
 }

@@ -21,6 +21,9 @@ pub struct AppPlan {
     pub ports: Vec<PortMapping>,
     /// In start order: each after everything it depends on.
     pub services: Vec<ServicePlan>,
+    /// What the supervisor masks in the reasons it reports (the app's password).
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -96,6 +99,7 @@ pub fn prepare(
         app_id: app_id.to_string(),
         ports: Vec::new(),
         services: Vec::new(),
+        secrets: Vec::new(),
     };
     let mut containers = Vec::new();
     let mut folders = Vec::new();
@@ -109,6 +113,7 @@ pub fn prepare(
         for port in service.port_specs().map_err(|e| format!("{name}: {e}"))? {
             if let Some(host_port) = port.host {
                 plan.ports.push(PortMapping {
+                    host_ip: port.host_ip,
                     host_port,
                     container_port: port.container,
                     protocol: port.protocol.to_string(),

@@ -105,9 +105,7 @@ fn supervise(config_path: &Path, app_id: &str) -> Result<(), String> {
     }
     let config = load_config(config_path)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("starting tokio: {e}"))?;
-    runtime
-        .block_on(appunit::supervisor::supervise(&config, app_id))
-        .map_err(|error| appunit::error::error_chain(&error))
+    runtime.block_on(appunit::supervisor::supervise(&config, app_id))
 }
 
 fn release_networks(config_path: &Path) -> Result<(), String> {

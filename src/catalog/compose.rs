@@ -341,6 +341,8 @@ fn sample(text: &str) -> String {
 /// A `ports` entry: `[ip:]host:container[/proto]` or `container[/proto]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PortSpec {
+    /// The host address it is published on; "" for all of them.
+    pub host_ip: String,
     pub host: Option<u16>,
     pub container: u16,
     pub protocol: &'static str,
@@ -360,12 +362,18 @@ fn parse_port(spec: &str) -> Result<PortSpec, String> {
             .ok_or_else(|| format!("{text:?} is not a port number"))
     };
     let parts: Vec<&str> = ports.rsplitn(3, ':').collect();
-    let (host, container) = match parts.as_slice() {
-        [container] => (None, number(container)?),
-        [container, host] | [container, host, _] => (Some(number(host)?), number(container)?),
+    let (host_ip, host, container) = match parts.as_slice() {
+        [container] => ("", None, number(container)?),
+        [container, host] => ("", Some(number(host)?), number(container)?),
+        [container, host, ip] => (*ip, Some(number(host)?), number(container)?),
         _ => return Err("empty".into()),
     };
+    let host_ip = host_ip.trim_start_matches('[').trim_end_matches(']');
+    if !host_ip.is_empty() && host_ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(format!("{host_ip:?} is not an IP address"));
+    }
     Ok(PortSpec {
+        host_ip: host_ip.to_string(),
         host,
         container,
         protocol,
@@ -560,20 +568,26 @@ volumes:
 
     #[test]
     fn port_forms() {
-        let spec = |host, container, protocol| {
+        let spec = |host_ip: &str, host, container, protocol| {
             Ok(PortSpec {
+                host_ip: host_ip.to_string(),
                 host,
                 container,
                 protocol,
             })
         };
-        assert_eq!(parse_port("8080:80"), spec(Some(8080), 80, "tcp"));
+        assert_eq!(parse_port("8080:80"), spec("", Some(8080), 80, "tcp"));
         assert_eq!(
             parse_port("127.0.0.1:8080:80/tcp"),
-            spec(Some(8080), 80, "tcp")
+            spec("127.0.0.1", Some(8080), 80, "tcp")
         );
-        assert_eq!(parse_port("53/udp"), spec(None, 53, "udp"));
+        assert_eq!(
+            parse_port("[::1]:8080:80"),
+            spec("::1", Some(8080), 80, "tcp")
+        );
+        assert_eq!(parse_port("53/udp"), spec("", None, 53, "udp"));
         assert!(parse_port("80/sctp").is_err());
+        assert!(parse_port("localhost:8080:80").is_err());
         assert!(parse_port("0:80").is_err());
     }
 }

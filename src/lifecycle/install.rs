@@ -7,14 +7,15 @@
 
 use super::{InstallError, Lifecycle, unit_file};
 use crate::app::plan::{self, Prepared};
-use crate::app::{AppFolder, unit_name};
+use crate::app::{AppFolder, Credentials, redact, unit_name};
 use crate::catalog::CatalogApp;
 use crate::catalog::compose::{Compose, VARIABLES};
 use crate::error::Code;
+use crate::host;
 use crate::images::PulledImage;
 use crate::images::progress::Progress;
 use crate::runtime::oci::names_an_account;
-use crate::store::{AppRecord, StatusReason, StoreError, Transition};
+use crate::store::{AppRecord, HostPort, StatusReason, StoreError, Transition};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -38,13 +39,14 @@ impl Lifecycle {
                 tracing::info!(app_id, %err, "install stopped");
             }
             Err(err) => {
-                tracing::error!(app_id, %err, "install failed");
+                let detail = redact(&err.to_string(), std::slice::from_ref(&app.password));
+                tracing::error!(app_id, detail, "install failed");
                 if let Err(cleanup) = self.teardown(app_id, false).await {
                     tracing::error!(app_id, %cleanup, "cleaning up after the failed install");
                 }
                 let reason = StatusReason {
                     code: err.code(),
-                    detail: err.to_string(),
+                    detail,
                 };
                 if let Err(err) = self.transition(&app, Transition::Fail, Some(reason)).await {
                     tracing::warn!(app_id, %err, "recording the failed install");
@@ -69,12 +71,14 @@ impl Lifecycle {
             .ok_or_else(|| InstallError::NotInCatalog(app.app_name.clone()))?;
         let folder = AppFolder::new(&self.config.state_dir, &app.app_id);
         let (compose, rendered) = render(app, catalog_app, &folder)?;
+        self.claim_ports(app, &compose).await?;
         let images = cancel
             .run_until_cancelled(self.pull(&compose, progress))
             .await
             .ok_or(InstallError::Cancelled)??;
         self.transition(app, Transition::Pulled, None).await?;
-        let prepared = self.prepare(app, &compose, &images, &folder).await?;
+        let mut prepared = self.prepare(app, &compose, &images, &folder).await?;
+        prepared.plan.secrets.push(app.password.clone());
         self.create(app, catalog_app, &folder, &rendered, &prepared, cancel)
             .await?;
         self.transition(app, Transition::Created, None).await?;
@@ -83,6 +87,39 @@ impl Lifecycle {
             .await
             .ok_or(InstallError::Cancelled)??;
         self.transition(app, Transition::Started, None).await?;
+        Ok(())
+    }
+
+    /// Claims every host port the app publishes before anything is pulled: a port
+    /// another app or a host program holds ends the install at once, naming the holder.
+    async fn claim_ports(&self, app: &AppRecord, compose: &Compose) -> Result<(), InstallError> {
+        let mut ports: Vec<HostPort> = Vec::new();
+        for (name, service) in &compose.services {
+            for spec in service.port_specs().map_err(InstallError::Plan)? {
+                let Some(port) = spec.host else { continue };
+                let port = HostPort {
+                    ip: spec.host_ip,
+                    port,
+                    protocol: spec.protocol.to_string(),
+                };
+                if ports.contains(&port) {
+                    return Err(InstallError::Plan(format!(
+                        "host port {port} is published twice (again by {name})"
+                    )));
+                }
+                ports.push(port);
+            }
+        }
+        let claiming = app.clone();
+        let (tcp, udp) = (host::listening_ports("tcp"), host::listening_ports("udp"));
+        self.store
+            .blocking(move |store| {
+                store.claim_ports(&claiming, &ports, |port| match port.protocol.as_str() {
+                    "udp" => udp.contains(&port.port),
+                    _ => tcp.contains(&port.port),
+                })
+            })
+            .await?;
         Ok(())
     }
 
@@ -149,12 +186,18 @@ impl Lifecycle {
         };
         let plan_text = serde_json::to_string_pretty(&prepared.plan)
             .map_err(|e| InstallError::Plan(e.to_string()))?;
+        let credentials = serde_json::to_string(&Credentials {
+            app_name: app.app_name.clone(),
+            password: app.password.clone(),
+        })
+        .map_err(|e| InstallError::Plan(e.to_string()))?;
         let files = vec![
             // compose.yaml and plan.json hold the app's password: root only.
             // Containers read hosts as whatever user they run as.
             (folder.compose_file(), rendered.to_string(), 0o600),
             (folder.hosts_file(), prepared.hosts.clone(), 0o644),
             (folder.plan_file(), plan_text, 0o600),
+            (folder.credentials_file(), credentials, 0o600),
         ];
         let folders: Vec<_> = std::iter::once(folder.data())
             .chain(prepared.folders.iter().cloned())
@@ -259,6 +302,7 @@ fn write_app_folder(
 impl InstallError {
     pub fn code(&self) -> Code {
         match self {
+            InstallError::Store(StoreError::PortTaken { .. }) => Code::ContainerError,
             InstallError::Store(_) | InstallError::Io { .. } | InstallError::Exe(_) => {
                 Code::SystemError
             }

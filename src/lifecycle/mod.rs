@@ -18,7 +18,7 @@ mod tests;
 pub use backends::{AppNetwork, Backends, ContainerRuntime, ImageSource, UnitManager};
 pub use registry::Operation;
 
-use crate::app::{AppFolder, unit_name};
+use crate::app::{AppFolder, Credentials, unit_name};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::{AppError, Code};
@@ -30,7 +30,7 @@ use crate::store::{
     AppRecord, Phase, StatusReason, Store, StoreError, Transition, UninstallRequest,
 };
 use registry::{Busy, Registry};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{Notify, Semaphore};
 use unit_file::unit_file;
@@ -330,7 +330,7 @@ impl Lifecycle {
                 .map_err(AppError::Container)?;
         }
         let folder = AppFolder::new(&self.config.state_dir, app_id);
-        tokio::task::spawn_blocking(move || remove_folder(folder.path(), request.delete_data))
+        tokio::task::spawn_blocking(move || remove_folder(&folder, request.delete_data))
             .await
             .map_err(|e| AppError::System(e.to_string()))?
             .map_err(AppError::System)?;
@@ -339,6 +339,24 @@ impl Lifecycle {
             .blocking(move |store| store.remove(&removed))
             .await?;
         Ok(())
+    }
+
+    /// The credentials kept with the data of an uninstalled app of that name.
+    pub async fn kept_credentials(&self, app_id: &str) -> Result<Option<Credentials>, AppError> {
+        let folder = AppFolder::new(&self.config.state_dir, app_id);
+        tokio::task::spawn_blocking(move || folder.kept_credentials())
+            .await
+            .map_err(|e| AppError::System(e.to_string()))?
+            .map_err(|e| AppError::System(format!("reading the kept credentials of {app_id}: {e}")))
+    }
+
+    /// AppUninstall with delete_data=true of a name that only has kept data: deletes it.
+    pub async fn delete_kept(&self, app_id: &str) -> Result<(), AppError> {
+        let folder = AppFolder::new(&self.config.state_dir, app_id);
+        tokio::task::spawn_blocking(move || remove_folder(&folder, true))
+            .await
+            .map_err(|e| AppError::System(e.to_string()))?
+            .map_err(AppError::System)
     }
 
     /// Removes what an app has on the host but its folder: unit, containers with
@@ -518,9 +536,10 @@ fn container_error(err: SystemdError) -> AppError {
     AppError::Container(err.to_string())
 }
 
-/// Removes an app's folder; with `delete_data` false, its `data/` stays for a later
-/// install under the same name.
-fn remove_folder(folder: &Path, delete_data: bool) -> Result<(), String> {
+/// Removes an app's folder; with `delete_data` false, its `data/` and credentials stay
+/// for a later install of the same app under the same name.
+fn remove_folder(app_folder: &AppFolder, delete_data: bool) -> Result<(), String> {
+    let folder = app_folder.path();
     let entries = match std::fs::read_dir(folder) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -529,9 +548,10 @@ fn remove_folder(folder: &Path, delete_data: bool) -> Result<(), String> {
     if delete_data {
         return std::fs::remove_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()));
     }
+    let kept = [app_folder.data(), app_folder.credentials_file()];
     for entry in entries.flatten() {
         let path = entry.path();
-        if entry.file_name() == "data" {
+        if kept.contains(&path) {
             continue;
         }
         let removed = if path.is_dir() {

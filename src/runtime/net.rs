@@ -51,9 +51,12 @@ pub fn netns_path(app_id: &str) -> PathBuf {
     Path::new("/run/netns").join(netns_name(app_id))
 }
 
-/// A published port: host port → container port.
+/// A published port: host address and port → container port.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PortMapping {
+    /// "" publishes on every address of the host.
+    #[serde(default)]
+    pub host_ip: String,
     pub host_port: u16,
     pub container_port: u16,
     pub protocol: String,
@@ -79,7 +82,7 @@ impl Network {
     fn plugins(&self, ports: &[PortMapping]) -> [Value; 3] {
         let mappings: Vec<Value> = ports
             .iter()
-            .map(|p| json!({"hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol}))
+            .map(|p| json!({"hostIP": p.host_ip, "hostPort": p.host_port, "containerPort": p.container_port, "protocol": p.protocol}))
             .collect();
         [
             json!({
@@ -154,9 +157,11 @@ impl Network {
             let result = self.run("ADD", app_id, netns, plugin, previous.as_ref())?;
             previous = Some(result);
         }
+        let result = previous.unwrap_or(Value::Null);
+        isolate_host_side(&result)?;
         let attachment = Attachment {
             ports: ports.to_vec(),
-            result: previous.unwrap_or(Value::Null),
+            result,
         };
         let path = self.attachment_path(app_id);
         std::fs::write(&path, json!(attachment).to_string()).map_err(io_error(&path))
@@ -240,6 +245,29 @@ impl Network {
             message: e.to_string(),
         })
     }
+}
+
+/// Marks the app's bridge port isolated: isolated ports forward nothing to each other,
+/// so apps cannot reach each other's unpublished ports, while traffic through the host
+/// (published ports, the outside world) still flows.
+fn isolate_host_side(result: &Value) -> Result<(), NetError> {
+    let interfaces = result["interfaces"].as_array().into_iter().flatten();
+    for interface in interfaces {
+        let name = interface["name"].as_str().unwrap_or_default();
+        if interface.get("sandbox").is_none() && !name.is_empty() && name != BRIDGE {
+            run_ip(&[
+                "link",
+                "set",
+                "dev",
+                name,
+                "type",
+                "bridge_slave",
+                "isolated",
+                "on",
+            ])?;
+        }
+    }
+    Ok(())
 }
 
 #[derive(Serialize, Deserialize)]

@@ -39,6 +39,17 @@ const MIGRATIONS: &[M<'static>] = &[
     // Which install of a name a record is: work for an earlier install of the same name
     // must not move a later one.
     M::up("ALTER TABLE apps ADD COLUMN serial INTEGER NOT NULL DEFAULT 0;"),
+    // Every host port an install publishes, beside the web port: claimed in one
+    // transaction with the check that no other app holds it.
+    M::up(
+        "CREATE TABLE ports (
+        app_id    TEXT NOT NULL,
+        host_ip   TEXT NOT NULL,
+        host_port INTEGER NOT NULL,
+        protocol  TEXT NOT NULL
+    );
+    CREATE INDEX ports_by_app ON ports (app_id);",
+    ),
 ];
 
 /// The columns of an `AppRecord`, in `raw_record`'s order.
@@ -107,6 +118,35 @@ pub enum StoreError {
     },
     #[error("database worker: {0}")]
     Worker(String),
+    #[error("host port {port} is taken by {holder}")]
+    PortTaken { port: HostPort, holder: String },
+}
+
+/// A port published on the host: an address ("" for all of them), a port, a protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub ip: String,
+    pub port: u16,
+    pub protocol: String,
+}
+
+impl HostPort {
+    /// Two publications clash on the same port and protocol unless both name an address
+    /// and the addresses differ.
+    fn clashes(&self, other: &HostPort) -> bool {
+        self.port == other.port
+            && self.protocol == other.protocol
+            && (self.ip.is_empty() || other.ip.is_empty() || self.ip == other.ip)
+    }
+}
+
+impl std::fmt::Display for HostPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.ip.as_str() {
+            "" => write!(f, "{}/{}", self.port, self.protocol),
+            ip => write!(f, "{ip}:{}/{}", self.port, self.protocol),
+        }
+    }
 }
 
 pub struct Store {
@@ -158,7 +198,7 @@ impl Store {
             return Err(StoreError::Exists(existing.app_id, existing.phase));
         }
         let app_taken: BTreeSet<u16> = tx
-            .prepare("SELECT http_port FROM apps")?
+            .prepare("SELECT http_port FROM apps UNION SELECT host_port FROM ports")?
             .query_map([], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
         let port = (app.default_port..=u16::MAX)
@@ -266,6 +306,10 @@ impl Store {
                 request.map(|r| r.delete_image),
             ],
         )?;
+        // A failed install publishes nothing: its ports are free for others.
+        if transition == Transition::Fail {
+            tx.execute("DELETE FROM ports WHERE app_id = ?1", [&app.app_id])?;
+        }
         tx.commit()?;
         Ok(from)
     }
@@ -294,19 +338,82 @@ impl Store {
         .collect()
     }
 
-    /// Removes the record of an uninstalled app: the end of its life.
+    /// Claims every host port this install publishes. Refused with the holder when
+    /// another app publishes a clashing one (its web port or a claimed port) or when
+    /// `host_busy` says a socket of the host has it; a claim made earlier by this app
+    /// (an install resumed after a crash) is replaced.
+    pub fn claim_ports(
+        &self,
+        app: &AppRecord,
+        ports: &[HostPort],
+        host_busy: impl Fn(&HostPort) -> bool,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let found = read_one(&tx, &app.app_id)?
+            .filter(|record| record.serial == app.serial)
+            .map(|record| record.phase);
+        if found != Some(Phase::Pulling) {
+            return Err(StoreError::Refused {
+                app_id: app.app_id.clone(),
+                transition: Transition::Pulled,
+                found,
+            });
+        }
+        let others: Vec<(String, HostPort)> = tx
+            .prepare(
+                "SELECT app_id, host_ip, host_port, protocol FROM ports WHERE app_id != ?1
+                 UNION ALL SELECT app_id, '', http_port, 'tcp' FROM apps WHERE app_id != ?1",
+            )?
+            .query_map([&app.app_id], |row| {
+                let port = HostPort {
+                    ip: row.get(1)?,
+                    port: row.get(2)?,
+                    protocol: row.get(3)?,
+                };
+                Ok((row.get(0)?, port))
+            })?
+            .collect::<Result<_, _>>()?;
+        tx.execute("DELETE FROM ports WHERE app_id = ?1", [&app.app_id])?;
+        for port in ports {
+            let holder = others
+                .iter()
+                .find(|(_, other)| other.clashes(port))
+                .map(|(holder, _)| format!("app {holder}"))
+                .or_else(|| host_busy(port).then(|| "a program listening on the host".into()));
+            if let Some(holder) = holder {
+                return Err(StoreError::PortTaken {
+                    port: port.clone(),
+                    holder,
+                });
+            }
+            tx.execute(
+                "INSERT INTO ports (app_id, host_ip, host_port, protocol) VALUES (?1, ?2, ?3, ?4)",
+                params![app.app_id, port.ip, port.port, port.protocol],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes the record of an uninstalled app, and its ports: the end of its life.
     pub fn remove(&self, app: &AppRecord) -> Result<(), StoreError> {
-        let removed = self.conn().execute(
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let removed = tx.execute(
             "DELETE FROM apps WHERE app_id = ?1 AND serial = ?2 AND status = ?3",
             params![app.app_id, app.serial, Phase::Uninstalling.as_str()],
         )?;
         if removed == 0 {
+            drop(tx);
             return Err(StoreError::Refused {
                 app_id: app.app_id.clone(),
                 transition: Transition::Uninstall,
-                found: self.get(&app.app_id)?.map(|record| record.phase),
+                found: read_one(&conn, &app.app_id)?.map(|record| record.phase),
             });
         }
+        tx.execute("DELETE FROM ports WHERE app_id = ?1", [&app.app_id])?;
+        tx.commit()?;
         Ok(())
     }
 }
@@ -425,6 +532,55 @@ mod tests {
             .collect();
         assert_eq!(ids, ["aa", "bb"]);
         assert_eq!(store.list(Some("bb")).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn claims_refuse_clashes_and_fail_releases_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let none = BTreeSet::new();
+        let port = |ip: &str, port| HostPort {
+            ip: ip.into(),
+            port,
+            protocol: "tcp".into(),
+        };
+        let pulling = |id| {
+            let app = store.insert_queued(&new_app(id), &none).unwrap();
+            store.transition(&app, Transition::Dequeue, None).unwrap();
+            app
+        };
+        let (a, b) = (pulling("aa"), pulling("bb"));
+        let free = |_: &HostPort| false;
+        store
+            .claim_ports(&a, &[port("", 9001), port("127.0.0.1", 5432)], free)
+            .unwrap();
+        // Another address of the same port is no clash; every address is.
+        store
+            .claim_ports(&b, &[port("127.0.0.2", 5432)], free)
+            .unwrap();
+        let clash = store.claim_ports(&b, &[port("", 5432)], free);
+        assert!(
+            matches!(&clash, Err(StoreError::PortTaken { holder, .. }) if holder == "app aa"),
+            "{clash:?}"
+        );
+        // B's web port is B's, not a clash with itself; A's web port is.
+        assert!(store.claim_ports(&b, &[port("", 9002)], free).is_ok());
+        assert!(store.claim_ports(&b, &[port("", 9001)], free).is_err());
+        let busy = store.claim_ports(&b, &[port("", 6379)], |p: &HostPort| p.port == 6379);
+        assert!(matches!(busy, Err(StoreError::PortTaken { .. })));
+        // A new web port avoids claimed ports; a failed install frees its claims.
+        let c = store
+            .insert_queued(
+                &NewApp {
+                    default_port: 5432,
+                    ..new_app("cc")
+                },
+                &none,
+            )
+            .unwrap();
+        assert_eq!(c.http_port, 5433);
+        store.transition(&a, Transition::Fail, None).unwrap();
+        store.claim_ports(&b, &[port("", 5432)], free).unwrap();
     }
 
     #[test]

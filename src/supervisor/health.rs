@@ -64,9 +64,10 @@ impl HealthChecker {
             .exec(&self.service.container_id, &exec_id, &process);
         match tokio::time::timeout(timeout, run).await {
             Ok(Ok(0)) => Ok(()),
-            Ok(Ok(status)) => Err(format!("{:?} exited with {status}", self.plan.args)),
+            // The check's arguments stay out of the reason: they may hold a password.
+            Ok(Ok(status)) => Err(format!("the health check exited with {status}")),
             Ok(Err(err)) => Err(err.to_string()),
-            Err(_) => Err(format!("{:?} took longer than {timeout:?}", self.plan.args)),
+            Err(_) => Err(format!("the health check took longer than {timeout:?}")),
         }
     }
 }

@@ -12,8 +12,8 @@ mod tasks;
 
 pub use tasks::Exit;
 
-use crate::app::AppFolder;
 use crate::app::plan::{AppPlan, ServicePlan};
+use crate::app::{AppFolder, redact};
 use crate::catalog::compose::Condition;
 use crate::config::Config;
 use crate::error::error_chain;
@@ -91,18 +91,32 @@ struct Supervisor {
 }
 
 /// Runs the app until SIGTERM (Ok) or until it fails: a service that exits, a failed
-/// start, or containerd gone for good.
-pub async fn supervise(config: &Config, app_id: &str) -> Result<(), SupervisorError> {
-    let mut terminate = signal(SignalKind::terminate()).map_err(SupervisorError::Signal)?;
-    let mut supervisor = Supervisor::prepare(config, app_id).await?;
-    match supervisor.start_all(&mut terminate).await {
+/// start, or containerd gone for good. The error is the reason, secrets masked.
+pub async fn supervise(config: &Config, app_id: &str) -> Result<(), String> {
+    let mut terminate =
+        signal(SignalKind::terminate()).map_err(|e| error_chain(&SupervisorError::Signal(e)))?;
+    let mut supervisor = Supervisor::prepare(config, app_id)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let secrets = supervisor.plan.secrets.clone();
+    run(&mut supervisor, &mut terminate, app_id)
+        .await
+        .map_err(|e| redact(&error_chain(&e), &secrets))
+}
+
+async fn run(
+    supervisor: &mut Supervisor,
+    terminate: &mut Signal,
+    app_id: &str,
+) -> Result<(), SupervisorError> {
+    match supervisor.start_all(terminate).await {
         StartEnded::Ready => {}
         StartEnded::Stopped => {
             supervisor.stop_all().await;
             return Ok(());
         }
         StartEnded::Failed(error) => {
-            notify_status(&error);
+            notify_status(&error, &supervisor.plan.secrets);
             supervisor.stop_all().await;
             return Err(error);
         }
@@ -118,14 +132,16 @@ pub async fn supervise(config: &Config, app_id: &str) -> Result<(), SupervisorEr
         (service, exit) = supervisor.first_exit() => Err(SupervisorError::Ended { service, exit }),
     };
     if let Err(error) = &outcome {
-        notify_status(error);
+        notify_status(error, &supervisor.plan.secrets);
     }
     supervisor.stop_all().await;
     outcome
 }
 
-fn notify_status(error: &SupervisorError) {
-    let reason = error_chain(error);
+/// The reason goes to the journal and to the unit's status text, which every local
+/// user can read: no secret of the app's is in it.
+fn notify_status(error: &SupervisorError, secrets: &[String]) {
+    let reason = redact(&error_chain(error), secrets);
     tracing::error!("{reason}");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&reason)]);
 }
