@@ -15,11 +15,15 @@ use std::process::{Command, Stdio};
 const CNI_VERSION: &str = "1.0.0";
 const NETWORK: &str = "appunit";
 const BRIDGE: &str = "appunit0";
+/// appunit's own chain in the filter table's FORWARD: what keeps apps apart.
+const ISOLATE_CHAIN: &str = "APPUNIT-ISOLATE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
     #[error("ip {args}: {cause}")]
     Ip { args: String, cause: String },
+    #[error("iptables {args}: {cause}")]
+    Iptables { args: String, cause: String },
     #[error("CNI {plugin} {command}: {message}")]
     Cni {
         plugin: String,
@@ -157,11 +161,10 @@ impl Network {
             let result = self.run("ADD", app_id, netns, plugin, previous.as_ref())?;
             previous = Some(result);
         }
-        let result = previous.unwrap_or(Value::Null);
-        isolate_host_side(&result)?;
+        isolate_apps()?;
         let attachment = Attachment {
             ports: ports.to_vec(),
-            result,
+            result: previous.unwrap_or(Value::Null),
         };
         let path = self.attachment_path(app_id);
         std::fs::write(&path, json!(attachment).to_string()).map_err(io_error(&path))
@@ -247,27 +250,62 @@ impl Network {
     }
 }
 
-/// Marks the app's bridge port isolated: isolated ports forward nothing to each other,
-/// so apps cannot reach each other's unpublished ports, while traffic through the host
-/// (published ports, the outside world) still flows.
-fn isolate_host_side(result: &Value) -> Result<(), NetError> {
-    let interfaces = result["interfaces"].as_array().into_iter().flatten();
-    for interface in interfaces {
-        let name = interface["name"].as_str().unwrap_or_default();
-        if interface.get("sandbox").is_none() && !name.is_empty() && name != BRIDGE {
-            run_ip(&[
-                "link",
-                "set",
-                "dev",
-                name,
-                "type",
-                "bridge_slave",
-                "isolated",
-                "on",
-            ])?;
+/// Keeps apps apart: a new connection from one app's address to another's across the
+/// bridge is refused, unless it was DNAT'ed to a published port. The bridge's frames
+/// pass through iptables only with br_netfilter, which is loaded and enabled for it (as
+/// Docker does); each app has one address, so bridged traffic between two addresses is
+/// always between two apps.
+fn isolate_apps() -> Result<(), NetError> {
+    let bridge_calls_iptables = Path::new("/proc/sys/net/bridge/bridge-nf-call-iptables");
+    if !bridge_calls_iptables.exists() {
+        let _ = Command::new("modprobe").arg("br_netfilter").status();
+    }
+    std::fs::write(bridge_calls_iptables, "1").map_err(io_error(bridge_calls_iptables))?;
+    let _ = run_iptables(&["-N", ISOLATE_CHAIN]);
+    let jump = ["FORWARD", "-j", ISOLATE_CHAIN];
+    let refuse = [
+        ISOLATE_CHAIN,
+        "-i",
+        BRIDGE,
+        "-o",
+        BRIDGE,
+        "-m",
+        "conntrack",
+        "--ctstate",
+        "NEW",
+        "-m",
+        "conntrack",
+        "!",
+        "--ctstate",
+        "DNAT",
+        "-j",
+        "REJECT",
+    ];
+    for (rule, add) in [(&jump[..], "-I"), (&refuse[..], "-A")] {
+        if run_iptables(&[&["-C"], rule].concat()).is_err() {
+            run_iptables(&[&[add], rule].concat())?;
         }
     }
     Ok(())
+}
+
+fn run_iptables(args: &[&str]) -> Result<(), NetError> {
+    let failed = |cause: String| NetError::Iptables {
+        args: args.join(" "),
+        cause,
+    };
+    let output = Command::new("iptables")
+        .arg("-w")
+        .args(args)
+        .output()
+        .map_err(|e| failed(e.to_string()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(failed(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ))
+    }
 }
 
 #[derive(Serialize, Deserialize)]
