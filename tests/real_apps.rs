@@ -1,0 +1,267 @@
+//! Real server software from the shipped catalog, unchanged: WordPress with its database,
+//! PostgreSQL, MariaDB and Redis, from images of Debian's packages (scripts/real-images)
+//! served by a registry that is the `docker.io` mirror, on real containerd and systemd.
+//! Each is checked by its own client.
+
+mod common;
+
+use common::host::{Host, settled};
+use common::sandbox::{REPO_INSIDE, Sandbox, TARGET};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+/// The sandbox's registry with the real images, as the `docker.io` mirror of appunitd,
+/// which now serves the shipped catalog.
+fn real_host(host: Host) -> Host {
+    push_real_images(&host.sandbox);
+    let config = format!(
+        "catalog_dirs = [\"{REPO_INSIDE}/catalog\"]\npublic_host = \"127.0.0.1\"\n\
+         unit_target = \"{TARGET}\"\n\
+         [registries.\"docker.io\"]\nmirrors = [\"http://127.0.0.1:5000\"]\n\
+         [registries.\"127.0.0.1:5000\"]\ninsecure = true\n"
+    );
+    std::fs::write(host.sandbox.path("etc-appunit/config.toml"), config).unwrap();
+    host.sandbox.systemctl(&["restart", "appunitd.service"]);
+    host
+}
+
+fn push_real_images(sandbox: &Sandbox) {
+    let script = std::path::Path::new(common::REPO).join("scripts/real-images");
+    let out = in_network(sandbox.pid, script.to_str().unwrap())
+        .args(["push", "127.0.0.1:5000", "--insecure"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "real-images push: {out:?}");
+}
+
+/// A command of the host's in the sandbox's network namespace, where the apps' ports are.
+fn in_network(sandbox_pid: u32, program: &str) -> Command {
+    let mut command = Command::new("nsenter");
+    command
+        .args(["-t", &sandbox_pid.to_string(), "-n", "--"])
+        .arg(program);
+    command
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+async fn install(host: &Host, app_name: &str, app_id: &str, version: &str) -> serde_json::Value {
+    let query = format!("app_name={app_name}&customer_app_name={app_id}&app_version={version}");
+    let reply = host.call("AppInstall", &query).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    running(host, app_id).await
+}
+
+async fn running(host: &Host, app_id: &str) -> serde_json::Value {
+    let (status, seen) = host.watch(app_id, Duration::from_secs(600), settled).await;
+    assert_eq!(
+        status["status"],
+        "running",
+        "{app_id}: {status} after {seen:?}\n{}",
+        host.journal(&format!("appunit-{app_id}.service"))
+    );
+    status
+}
+
+/// WordPress as a browser in the sandbox sees it, with a cookie jar.
+struct Site {
+    sandbox_pid: u32,
+    url: String,
+    jar: std::path::PathBuf,
+}
+
+impl Site {
+    fn curl(&self, args: &[&str]) -> String {
+        let jar = self.jar.to_str().unwrap();
+        let out = in_network(self.sandbox_pid, "curl")
+            .args(["-sS", "-L", "-m", "60", "-b", jar, "-c", jar])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "curl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn get(&self, path: &str) -> String {
+        self.curl(&[&format!("{}{path}", self.url)])
+    }
+
+    fn post(&self, path: &str, fields: &[(&str, &str)]) -> String {
+        let mut args = vec![format!("{}{path}", self.url)];
+        for (name, value) in fields {
+            args.push("--data-urlencode".into());
+            args.push(format!("{name}={value}"));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.curl(&args)
+    }
+
+    fn log_in(&self, user: &str, password: &str) -> String {
+        // wp-login.php wants its test cookie first.
+        self.get("/wp-login.php");
+        self.post(
+            "/wp-login.php",
+            &[("log", user), ("pwd", password), ("testcookie", "1")],
+        )
+    }
+}
+
+#[tokio::test]
+async fn wordpress_installs_serves_and_keeps_its_site() {
+    let host = real_host(Host::boot());
+    let status = install(&host, "wordpress", "blog", "7.1").await;
+    let info = &status["running_info"];
+    let password = info["password"].as_str().unwrap().to_string();
+    let site = Site {
+        sandbox_pid: host.sandbox.pid,
+        url: format!("http://127.0.0.1:{}", info["port"]),
+        jar: host.sandbox.path("cookies"),
+    };
+    // The install page is PHP that reached MariaDB with the app's password.
+    let page = site.get("/");
+    assert!(
+        page.contains("wp-admin/install.php") || page.contains("Installation"),
+        "{page}"
+    );
+    let installed = site.post(
+        "/wp-admin/install.php?step=2",
+        &[
+            ("weblog_title", "Appunit Blog"),
+            ("user_name", "admin"),
+            ("admin_password", &password),
+            ("admin_password2", &password),
+            ("pw_weak", "1"),
+            ("admin_email", "admin@example.com"),
+            ("blog_public", "0"),
+        ],
+    );
+    assert!(installed.contains("Success!"), "{installed}");
+    let dashboard = site.log_in("admin", &password);
+    assert!(dashboard.contains("Dashboard"), "{dashboard}");
+
+    // AppRestart keeps the site.
+    let reply = host.call("AppRestart", "app_id=blog").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    running(&host, "blog").await;
+    assert!(site.get("/").contains("Appunit Blog"));
+
+    // A reboot keeps it too.
+    let folders = host.sandbox.shut_down();
+    let host = Host::on(Sandbox::boot_in(folders, ""));
+    host.start_daemon();
+    let site = Site {
+        sandbox_pid: host.sandbox.pid,
+        ..site
+    };
+    host.watch("blog", Duration::from_secs(300), |s| {
+        s["status"] == "running"
+    })
+    .await;
+    assert!(site.get("/").contains("Appunit Blog"));
+
+    // Uninstalled with its data kept, then installed again: the same site, the same
+    // session still logged in, the kept password still the database's.
+    let reply = host
+        .call("AppUninstall", "app_id=blog&delete_data=false")
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    // The registry does not outlive a boot (it keeps its images under /run).
+    host.sandbox.start_registry();
+    push_real_images(&host.sandbox);
+    let again = install(&host, "wordpress", "blog", "7.1").await;
+    assert_eq!(again["running_info"]["password"], password.as_str());
+    assert!(site.get("/").contains("Appunit Blog"));
+    let admin = site.get("/wp-admin/");
+    assert!(admin.contains("Dashboard"), "{admin}");
+}
+
+/// `PGPASSWORD`/`MYSQL_PWD`/`REDISCLI_AUTH` carry the password: never an argument.
+fn client(sandbox: &Sandbox, program: &str, password_variable: &str, password: &str) -> Command {
+    let mut command = in_network(sandbox.pid, program);
+    command.env(password_variable, password);
+    command
+}
+
+#[tokio::test]
+async fn databases_and_cache_answer_their_own_clients() {
+    let host = real_host(Host::boot());
+    let postgres = install(&host, "postgres", "pg", "18").await;
+    let mariadb = install(&host, "mariadb", "maria", "11.4").await;
+    let redis = install(&host, "redis", "cache", "7.4").await;
+
+    let login = |status: &serde_json::Value, password: &str| -> (Command, Command, Command) {
+        let port = status["running_info"]["port"].to_string();
+        let user = status["running_info"]["user_name"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut psql = client(&host.sandbox, "psql", "PGPASSWORD", password);
+        psql.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            &user,
+            "-tAc",
+            "select 40 + 2",
+        ]);
+        let mut mysql = client(&host.sandbox, "mysql", "MYSQL_PWD", password);
+        mysql.args([
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port,
+            "-u",
+            &user,
+            "-NBe",
+            "select 40 + 2",
+        ]);
+        let mut redis_cli = client(&host.sandbox, "redis-cli", "REDISCLI_AUTH", password);
+        redis_cli.args(["-h", "127.0.0.1", "-p", &port, "incrby", "answer", "42"]);
+        (psql, mysql, redis_cli)
+    };
+    let password = |status: &serde_json::Value| {
+        status["running_info"]["password"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let out = login(&postgres, &password(&postgres)).0.output().unwrap();
+    assert_eq!(text(&out).trim(), "42", "psql: {out:?}");
+    let out = login(&mariadb, &password(&mariadb)).1.output().unwrap();
+    assert_eq!(text(&out).trim(), "42", "mysql: {out:?}");
+    let out = login(&redis, &password(&redis)).2.output().unwrap();
+    assert_eq!(text(&out).trim(), "42", "redis-cli: {out:?}");
+
+    // A wrong password is refused by each.
+    let out = login(&postgres, "wrong").0.output().unwrap();
+    assert!(!out.status.success(), "psql: {out:?}");
+    assert!(
+        text(&out).contains("password authentication failed"),
+        "{out:?}"
+    );
+    let out = login(&mariadb, "wrong").1.output().unwrap();
+    assert!(text(&out).contains("Access denied"), "mysql: {out:?}");
+    let out = login(&redis, "wrong").2.output().unwrap();
+    assert!(text(&out).contains("WRONGPASS"), "redis-cli: {out:?}");
+
+    // A graceful stop: PostgreSQL says it shut down, and starts without recovery.
+    let reply = host.call("AppStop", "app_id=pg").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let log = host.journal("appunit-pg.service");
+    assert!(log.contains("database system is shut down"), "{log}");
+    let reply = host.call("AppStart", "app_id=pg").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    running(&host, "pg").await;
+    let log = host.journal("appunit-pg.service");
+    assert!(!log.contains("automatic recovery"), "{log}");
+    let out = login(&postgres, &password(&postgres)).0.output().unwrap();
+    assert_eq!(text(&out).trim(), "42", "psql after the restart: {out:?}");
+}
