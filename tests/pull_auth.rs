@@ -10,9 +10,16 @@ use common::registry::{AuthRegistry, fault_proxy, hostile_registry};
 use common::sandbox::{REPO_INSIDE, TARGET};
 use std::time::Duration;
 
-/// The test registries' images go by this tag, which the sandbox's plain registry
-/// (the one a mirror falls back to) does not have.
-const TAG: &str = "auth";
+/// duo's version 1: test/busybox:1 in the registries under test.
+const TAG: &str = "1";
+
+/// A sandbox whose plain registry (127.0.0.1:5000, which mirrors fall back to) is
+/// stopped: only the registries under test serve.
+fn boot() -> Host {
+    let host = Host::boot();
+    host.sandbox.systemctl(&["stop", "test-registry.service"]);
+    host
+}
 
 /// Rewrites the daemon's config with `registries` and restarts it.
 fn configure(host: &Host, registries: &str) {
@@ -49,7 +56,7 @@ fn small_image(host: &Host) -> common::images::TestImage {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn token_auth_pulls_anonymously_and_with_an_account_and_refuses_a_wrong_password() {
-    let host = Host::boot();
+    let host = boot();
     let registry = AuthRegistry::token(&host.sandbox, 5001);
     let image = small_image(&host);
     registry.push(
@@ -104,7 +111,7 @@ async fn token_auth_pulls_anonymously_and_with_an_account_and_refuses_a_wrong_pa
 
 #[tokio::test(flavor = "multi_thread")]
 async fn transient_faults_are_retried_and_spent_retries_end_in_error() {
-    let host = Host::boot();
+    let host = boot();
     let registry = AuthRegistry::token(&host.sandbox, 5001);
     let image = small_image(&host);
     registry.push(
@@ -170,24 +177,27 @@ async fn transient_faults_are_retried_and_spent_retries_end_in_error() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hostile_sizes_end_the_install_in_error_and_the_daemon_lives() {
-    let host = Host::boot();
-    hostile_registry(&host.sandbox, 5005);
-    configure(
-        &host,
-        "[registries.\"127.0.0.1:5000\"]\nmirrors = [\"http://127.0.0.1:5005\"]\n",
-    );
-    // The first request starts the daemon.
-    host.call("AppList", "").await;
-    let pid = daemon_pid(&host);
-    for (app_id, version) in [
-        ("layer", "huge-layer"),
-        ("index", "huge-index"),
-        ("manifest", "huge-manifest"),
-    ] {
-        let status = install(&host, app_id, version).await;
+    let host = boot();
+    let modes = [
+        ("layer", "huge-layer", 5005),
+        ("index", "huge-index", 5006),
+        ("manifest", "huge-manifest", 5007),
+    ];
+    for (_, mode, port) in modes {
+        hostile_registry(&host.sandbox, port, mode);
+    }
+    for (app_id, mode, port) in modes {
+        configure(
+            &host,
+            &format!("[registries.\"127.0.0.1:5000\"]\nmirrors = [\"http://127.0.0.1:{port}\"]\n"),
+        );
+        // The first request starts the daemon.
+        host.call("AppList", "").await;
+        let pid = daemon_pid(&host);
+        let status = install(&host, app_id, TAG).await;
         assert_eq!(status["status"], "error", "{status}");
         let detail = status["status_reason"]["Detail"].as_str().unwrap();
-        assert!(detail.contains("limit"), "{version}: {detail}");
+        assert!(detail.contains("limit"), "{mode}: {detail}");
         assert_eq!(daemon_pid(&host), pid, "the daemon was restarted");
     }
 }

@@ -154,12 +154,13 @@ pub fn fault_proxy(sandbox: &Sandbox, port: u16, upstream: &str, faults: &[&str]
     wait_for_http(sandbox, port);
 }
 
-/// A registry on `port` that declares impossible sizes; see hostile_registry.py.
-pub fn hostile_registry(sandbox: &Sandbox, port: u16) {
+/// A registry on `port` that declares impossible sizes in `mode` (`huge-layer`,
+/// `huge-index`, `huge-manifest`); see hostile_registry.py.
+pub fn hostile_registry(sandbox: &Sandbox, port: u16, mode: &str) {
     let script = format!("{REPO_INSIDE}/{FIXTURES_INSIDE}/hostile_registry.py");
     sandbox.service(
         &format!("test-hostile-{port}"),
-        &["/usr/bin/python3", &script, &port.to_string()],
+        &["/usr/bin/python3", &script, &port.to_string(), mode],
     );
     wait_for_http(sandbox, port);
 }
