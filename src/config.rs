@@ -27,11 +27,32 @@ pub struct Config {
     pub registries: BTreeMap<String, RegistryConfig>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistryConfig {
     pub mirrors: Vec<String>,
     pub insecure: bool,
+    /// Credentials for this host (a mirror's own entry holds the mirror's).
+    pub username: String,
+    pub password: String,
+    /// A containers-auth.json or Docker config.json holding this host's credentials.
+    pub auth_file: Option<PathBuf>,
+}
+
+/// By hand, so that no log of the configuration shows a password.
+impl std::fmt::Debug for RegistryConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryConfig")
+            .field("mirrors", &self.mirrors)
+            .field("insecure", &self.insecure)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() { "" } else { "***" },
+            )
+            .field("auth_file", &self.auth_file)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -180,6 +201,23 @@ impl Config {
                     ));
                 }
             }
+            if settings.username.is_empty() != settings.password.is_empty() {
+                return Err(format!(
+                    "key `registries.{registry}`: `username` and `password` go together"
+                ));
+            }
+            if let Some(file) = &settings.auth_file {
+                if !settings.username.is_empty() {
+                    return Err(format!(
+                        "key `registries.{registry}.auth_file`: give either `auth_file` or `username`/`password`"
+                    ));
+                }
+                if !file.is_absolute() {
+                    return Err(format!(
+                        "key `registries.{registry}.auth_file`: {file:?} is not an absolute path"
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -208,6 +246,41 @@ mod tests {
             ["http://127.0.0.1:5000"]
         );
         assert!(config.registries["127.0.0.1:5000"].insecure);
+    }
+
+    #[test]
+    fn registry_credentials_parse_and_stay_out_of_debug() {
+        let config = Config::parse(
+            "[registries.\"docker.io\"]\nusername = \"u\"\npassword = \"s3cret\"\n[registries.\"r.example\"]\nauth_file = \"/etc/appunit/auth.json\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.registries["docker.io"].username, "u");
+        assert_eq!(config.registries["docker.io"].password, "s3cret");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert_eq!(
+            config.registries["r.example"].auth_file.as_deref(),
+            Some(Path::new("/etc/appunit/auth.json"))
+        );
+    }
+
+    #[test]
+    fn registry_credentials_are_checked() {
+        let err = Config::parse("[registries.x]\nusername = \"u\"").unwrap_err();
+        assert!(
+            err.contains("registries.x") && err.contains("password"),
+            "{err}"
+        );
+        let err = Config::parse("[registries.x]\nauth_file = \"auth.json\"").unwrap_err();
+        assert!(err.contains("registries.x.auth_file"), "{err}");
+        let err = Config::parse(
+            "[registries.x]\nauth_file = \"/a.json\"\nusername = \"u\"\npassword = \"p\"",
+        )
+        .unwrap_err();
+        assert!(err.contains("registries.x.auth_file"), "{err}");
+        let err = Config::parse("[registries.x]\npasword = \"p\"").unwrap_err();
+        assert!(err.contains("pasword"), "{err}");
+        let err = Config::parse("[registries.x]\nusername = 5").unwrap_err();
+        assert!(err.contains("registries.x.username"), "{err}");
     }
 
     #[test]

@@ -33,6 +33,7 @@ async fn a_container_serves_in_the_app_network_and_slice() {
     let settings = RegistryConfig {
         mirrors: vec![],
         insecure: true,
+        ..RegistryConfig::default()
     };
     let puller = Puller::new(
         containerd.clone(),

@@ -39,6 +39,7 @@ fn insecure(registry: &Registry) -> BTreeMap<String, RegistryConfig> {
         RegistryConfig {
             mirrors: vec![],
             insecure: true,
+            ..RegistryConfig::default()
         },
     )])
 }
@@ -186,6 +187,7 @@ async fn docker_hub_names_resolve_through_a_mirror() {
     let settings = RegistryConfig {
         mirrors: vec![dead_mirror, format!("http://{}", registry.host)],
         insecure: false,
+        ..RegistryConfig::default()
     };
     let puller = puller(&containerd, registries(&[("docker.io", settings)])).await;
     let progress = Arc::new(Progress::default());
@@ -281,6 +283,7 @@ async fn an_aborted_pull_stops_downloading_and_leaves_nothing() {
             RegistryConfig {
                 mirrors: vec![],
                 insecure: true,
+                ..RegistryConfig::default()
             },
         )]),
     )

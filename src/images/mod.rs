@@ -2,21 +2,21 @@
 //! content store with exact byte progress, unpack layers into snapshots, record the image.
 //! This is the client-side pull that containerd 1.6 (no Transfer service) needs.
 
+pub mod auth;
 pub mod progress;
+pub mod registry;
+pub mod retry;
 
 use crate::config::RegistryConfig;
-use crate::error::error_chain;
 use crate::runtime::containerd::{APP_LABEL, Containerd, ContainerdError, Lease, SNAPSHOTTER};
 use crate::runtime::oci::{ImageConfig, null_as_default};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use containerd_client::types::Descriptor;
+use futures_util::TryStreamExt;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{StreamExt, TryStreamExt};
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::manifest::OciDescriptor;
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::Reference;
 use progress::Progress;
+use registry::{DOCUMENT_LIMIT, Endpoint, RegistryClient};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap};
@@ -25,8 +25,9 @@ use tokio::sync::{mpsc, watch};
 
 /// Blobs of one image fetched at once.
 const CONCURRENT_BLOBS: usize = 3;
-/// Bytes per Content.Write message: large enough to keep gRPC overhead negligible.
-const WRITE_CHUNK: usize = 1024 * 1024;
+/// The largest layer a descriptor may declare: far above any real one, far below
+/// sizes that would overflow a count.
+const LAYER_LIMIT: u64 = 64 << 30;
 
 const INDEX_TYPES: [&str; 2] = [
     "application/vnd.oci.image.index.v1+json",
@@ -81,7 +82,7 @@ pub struct PulledImage {
 
 #[derive(Clone)]
 pub struct Puller {
-    client: Client,
+    registry: Arc<RegistryClient>,
     containerd: Containerd,
     registries: Arc<BTreeMap<String, RegistryConfig>>,
     /// One writer per blob at a time: containerd refuses a second writer of a ref.
@@ -97,7 +98,7 @@ struct Document {
 /// An image resolved to one platform, before its layers are fetched.
 struct Resolved {
     name: String,
-    source: Reference,
+    source: Endpoint,
     index: Option<Document>,
     manifest: Document,
     config: Document,
@@ -207,30 +208,11 @@ impl DescriptorJson {
 
 impl Puller {
     pub fn new(containerd: Containerd, registries: BTreeMap<String, RegistryConfig>) -> Puller {
-        // Plain HTTP for registries marked insecure and for mirrors given as http://.
-        let plain_http: Vec<String> = registries
-            .iter()
-            .filter(|(_, settings)| settings.insecure)
-            .map(|(host, _)| host.clone())
-            .chain(registries.values().flat_map(|settings| {
-                settings
-                    .mirrors
-                    .iter()
-                    .filter_map(|m| m.strip_prefix("http://"))
-                    .map(|host| host.trim_end_matches('/').to_string())
-            }))
-            .collect();
-        let config = ClientConfig {
-            protocol: ClientProtocol::HttpsExcept(plain_http),
-            platform_resolver: None,
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            ..ClientConfig::default()
-        };
+        let registries = Arc::new(registries);
         Puller {
-            client: Client::new(config),
+            registry: Arc::new(RegistryClient::new(registries.clone())),
             containerd,
-            registries: Arc::new(registries),
+            registries,
             blob_locks: Arc::default(),
         }
     }
@@ -244,7 +226,7 @@ impl Puller {
     ) -> Result<Vec<PulledImage>, PullError> {
         let mut resolved = Vec::with_capacity(images.len());
         for image in images {
-            let image = self.resolve(image).await?;
+            let image = self.resolve(image, progress).await?;
             progress.add_total(image.layers.iter().map(|l| l.size as u64).sum());
             resolved.push(image);
         }
@@ -278,15 +260,16 @@ impl Puller {
     }
 
     /// Finds the image's manifest for this host through the mirrors, then the registry.
-    async fn resolve(&self, image: &str) -> Result<Resolved, PullError> {
+    async fn resolve(&self, image: &str, progress: &Progress) -> Result<Resolved, PullError> {
         let reference = canonical(image)?;
         let name = reference.whole();
         let mut failures = Vec::new();
-        for source in self.sources(&reference) {
-            match self.resolve_at(&name, &source).await {
+        for (host, wanted) in self.sources(&reference) {
+            let endpoint = self.registry.endpoint(&host, reference.repository());
+            match self.resolve_at(&name, endpoint, &wanted, progress).await {
                 Ok(resolved) => return Ok(resolved),
                 Err(PullError::Registry { cause, .. }) => {
-                    failures.push(format!("{}: {cause}", source.registry()));
+                    failures.push(format!("{host}: {cause}"));
                 }
                 Err(other) => return Err(other),
             }
@@ -297,42 +280,44 @@ impl Puller {
         })
     }
 
-    /// The mirrors configured for the image's registry, in order, then the registry.
-    fn sources(&self, reference: &Reference) -> Vec<Reference> {
+    /// The hosts to ask for the image: the mirrors configured for its registry, in
+    /// order, then the registry; each with the tag or digest to ask for.
+    fn sources(&self, reference: &Reference) -> Vec<(String, String)> {
+        let wanted = match reference.digest() {
+            Some(digest) => digest.to_string(),
+            None => reference.tag().unwrap_or("latest").to_string(),
+        };
         let mirrors = self
             .registries
             .get(reference.registry())
             .map(|settings| settings.mirrors.as_slice())
             .unwrap_or_default();
-        let relocate = |host: &str| {
-            let repository = reference.repository().to_string();
-            match reference.digest() {
-                Some(digest) => Reference::with_digest(host.into(), repository, digest.into()),
-                None => Reference::with_tag(
-                    host.into(),
-                    repository,
-                    reference.tag().unwrap_or("latest").into(),
-                ),
-            }
-        };
         mirrors
             .iter()
             .map(|mirror| {
                 let host = mirror.split_once("://").map_or(mirror.as_str(), |(_, h)| h);
-                relocate(host.trim_end_matches('/'))
+                host.trim_end_matches('/').to_string()
             })
-            .chain(std::iter::once(reference.clone()))
+            .chain(std::iter::once(reference.registry().to_string()))
+            .map(|host| (host, wanted.clone()))
             .collect()
     }
 
-    async fn resolve_at(&self, name: &str, source: &Reference) -> Result<Resolved, PullError> {
+    async fn resolve_at(
+        &self,
+        name: &str,
+        source: Endpoint,
+        wanted: &str,
+        progress: &Progress,
+    ) -> Result<Resolved, PullError> {
         let (registry, unsupported) = (PullError::registry(name), PullError::unsupported(name));
         let accepted: Vec<&str> = INDEX_TYPES.iter().chain(&MANIFEST_TYPES).copied().collect();
-        let (bytes, digest) = self
-            .client
-            .pull_manifest_raw(source, &RegistryAuth::Anonymous, &accepted)
+        let fetched = self
+            .registry
+            .manifest(&source, wanted, &accepted, progress)
             .await
-            .map_err(|e| registry(error_chain(&e)))?;
+            .map_err(|e| registry(e.to_string()))?;
+        let bytes = fetched.bytes;
         let top: ManifestJson = serde_json::from_slice(&bytes)
             .map_err(|e| unsupported(format!("unreadable manifest: {e}")))?;
         let top_type = top.media_type.clone().unwrap_or_else(|| {
@@ -343,17 +328,25 @@ impl Puller {
             };
             kind.to_string()
         });
+        // Asked by digest, that digest is what the bytes must have.
+        let expected = if wanted.starts_with("sha256:") {
+            Some(wanted)
+        } else {
+            fetched.digest.as_deref()
+        };
         let top_document = Document {
             descriptor: Descriptor {
                 media_type: top_type.clone(),
-                digest: checked_digest(&bytes, Some(&digest)).map_err(registry)?,
+                digest: checked_digest(&bytes, expected).map_err(registry)?,
                 size: bytes.len() as i64,
                 annotations: HashMap::new(),
             },
             bytes,
         };
         let (index, manifest, manifest_json) = if INDEX_TYPES.contains(&top_type.as_str()) {
-            let (manifest, json) = self.platform_manifest(name, source, &top).await?;
+            let (manifest, json) = self
+                .platform_manifest(name, &source, &top, progress)
+                .await?;
             (Some(top_document), manifest, json)
         } else {
             (None, top_document, top)
@@ -361,7 +354,16 @@ impl Puller {
         let config = manifest_json
             .config
             .ok_or_else(|| unsupported("the manifest has no config".into()))?;
-        let config_bytes = self.fetch_small(source, &config).await.map_err(registry)?;
+        check_descriptor(&config, DOCUMENT_LIMIT, "the image config").map_err(unsupported)?;
+        for layer in &manifest_json.layers {
+            check_descriptor(layer, LAYER_LIMIT, "a layer").map_err(unsupported)?;
+        }
+        let config_bytes = self
+            .registry
+            .small_blob(&source, &config.digest, progress)
+            .await
+            .map_err(|e| registry(e.to_string()))?;
+        checked_digest(&config_bytes, Some(&config.digest)).map_err(registry)?;
         let config_json: ConfigJson = serde_json::from_slice(&config_bytes)
             .map_err(|e| unsupported(format!("unreadable image config: {e}")))?;
         if config_json.rootfs.diff_ids.len() != manifest_json.layers.len() {
@@ -371,7 +373,7 @@ impl Puller {
         }
         Ok(Resolved {
             name: name.to_string(),
-            source: source.clone(),
+            source,
             index,
             manifest,
             config: Document {
@@ -392,8 +394,9 @@ impl Puller {
     async fn platform_manifest(
         &self,
         name: &str,
-        source: &Reference,
+        source: &Endpoint,
         index: &ManifestJson,
+        progress: &Progress,
     ) -> Result<(Document, ManifestJson), PullError> {
         let (registry, unsupported) = (PullError::registry(name), PullError::unsupported(name));
         let (os, architecture) = ("linux", host_architecture());
@@ -406,16 +409,13 @@ impl Puller {
                     .is_some_and(|p| p.os == os && p.architecture == architecture)
             })
             .ok_or_else(|| unsupported(format!("no image for {os}/{architecture}")))?;
-        let by_digest = Reference::with_digest(
-            source.registry().into(),
-            source.repository().into(),
-            entry.digest.clone(),
-        );
-        let (bytes, _) = self
-            .client
-            .pull_manifest_raw(&by_digest, &RegistryAuth::Anonymous, &MANIFEST_TYPES)
+        check_descriptor(entry, DOCUMENT_LIMIT, "the platform's manifest").map_err(unsupported)?;
+        let fetched = self
+            .registry
+            .manifest(source, &entry.digest, &MANIFEST_TYPES, progress)
             .await
-            .map_err(|e| registry(error_chain(&e)))?;
+            .map_err(|e| registry(e.to_string()))?;
+        let bytes = fetched.bytes;
         checked_digest(&bytes, Some(&entry.digest)).map_err(registry)?;
         let json: ManifestJson = serde_json::from_slice(&bytes)
             .map_err(|e| unsupported(format!("unreadable manifest: {e}")))?;
@@ -424,22 +424,6 @@ impl Puller {
             bytes,
         };
         Ok((document, json))
-    }
-
-    /// A small blob (an image config), read whole and checked against its digest.
-    async fn fetch_small(
-        &self,
-        source: &Reference,
-        blob: &DescriptorJson,
-    ) -> Result<Bytes, String> {
-        let mut bytes = Vec::with_capacity(blob.size.max(0) as usize);
-        let descriptor = oci_descriptor(&blob.descriptor());
-        self.client
-            .pull_blob(source, &descriptor, &mut bytes)
-            .await
-            .map_err(|e| error_chain(&e))?;
-        checked_digest(&bytes, Some(&blob.digest))?;
-        Ok(bytes.into())
     }
 
     /// Under one lease: fetch and unpack the layers, then store config, manifest and
@@ -679,44 +663,23 @@ impl Puller {
             progress.add_present(layer.size as u64);
             return Ok(());
         }
-        let mut stream = self
-            .client
-            .pull_blob_stream(&image.source, &oci_descriptor(layer))
-            .await
-            .map_err(|e| registry(error_chain(&e)))?
-            .stream;
         let labels = HashMap::from([(
             "containerd.io/uncompressed".to_string(),
             diff_id.to_string(),
         )]);
         let (chunks, receiver) = mpsc::channel::<Bytes>(2);
-        let write = self.containerd.write_content(
-            lease,
-            &layer.digest,
-            layer.size as u64,
-            labels,
-            receiver,
-        );
-        let read = async move {
-            let mut buffer = BytesMut::with_capacity(WRITE_CHUNK);
-            while let Some(piece) = stream.next().await {
-                let piece = piece.map_err(|e| registry(error_chain(&e)))?;
-                progress.add_transferred(piece.len() as u64);
-                buffer.extend_from_slice(&piece);
-                if buffer.len() >= WRITE_CHUNK
-                    && chunks.send(buffer.split().freeze()).await.is_err()
-                {
-                    // The writer ended early; its own error tells why.
-                    return Ok(());
-                }
-            }
-            if !buffer.is_empty() {
-                let _ = chunks.send(buffer.freeze()).await;
-            }
-            Ok(())
-        };
+        let size = layer.size as u64;
+        let write = self
+            .containerd
+            .write_content(lease, &layer.digest, size, labels, receiver);
+        let read = self
+            .registry
+            .stream_blob(&image.source, &layer.digest, size, progress, chunks);
         // A failed read drops the writer before it commits: nothing half-written lands.
-        tokio::try_join!(read, async { write.await.map_err(containerd_error) })?;
+        tokio::try_join!(
+            async { read.await.map_err(|e| registry(e.to_string())) },
+            async { write.await.map_err(containerd_error) }
+        )?;
         Ok(())
     }
 
@@ -761,13 +724,26 @@ fn checked_digest(bytes: &[u8], expected: Option<&str>) -> Result<String, String
     }
 }
 
-fn oci_descriptor(descriptor: &Descriptor) -> OciDescriptor {
-    OciDescriptor {
-        media_type: descriptor.media_type.clone(),
-        digest: descriptor.digest.clone(),
-        size: descriptor.size,
-        ..OciDescriptor::default()
+/// A descriptor the puller can trust its size and digest to: a sha256 digest and a
+/// size within `limit`, checked before anything is fetched or allocated for it.
+fn check_descriptor(descriptor: &DescriptorJson, limit: u64, what: &str) -> Result<(), String> {
+    let hex = descriptor
+        .digest
+        .strip_prefix("sha256:")
+        .unwrap_or_default();
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{what} has digest {:?}; only sha256 digests are supported",
+            descriptor.digest
+        ));
     }
+    if !u64::try_from(descriptor.size).is_ok_and(|size| size <= limit) {
+        return Err(format!(
+            "{what} {} declares {} bytes, over the limit of {limit} bytes",
+            descriptor.digest, descriptor.size
+        ));
+    }
+    Ok(())
 }
 
 /// The host's architecture in OCI terms.

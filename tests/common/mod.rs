@@ -5,6 +5,7 @@
 
 pub mod host;
 pub mod images;
+pub mod registry;
 pub mod sandbox;
 
 use bytes::Bytes;
