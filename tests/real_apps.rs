@@ -6,29 +6,56 @@
 mod common;
 
 use common::host::{Host, settled};
+use common::registry::AuthRegistry;
 use common::sandbox::{REPO_INSIDE, Sandbox, TARGET};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-/// The sandbox's registry with the real images, as the `docker.io` mirror of appunitd,
-/// which now serves the shipped catalog.
-fn real_host(host: Host) -> Host {
-    push_real_images(&host.sandbox);
+/// How the `docker.io` mirror of a test asks for credentials.
+enum Mirror {
+    /// Bearer tokens, as Docker Hub: pulls are anonymous.
+    Token,
+    /// Basic auth, as a private registry, with appunit's account in an `auth_file`.
+    Basic,
+}
+
+/// appunitd serving the shipped catalog, pulling `docker.io` through a mirror that
+/// holds the real images.
+fn real_host(host: Host, mirror: Mirror) -> Host {
+    let registry = match mirror {
+        Mirror::Token => AuthRegistry::token(&host.sandbox, 5100),
+        Mirror::Basic => AuthRegistry::basic(&host.sandbox, 5200),
+    };
+    push_real_images(&host.sandbox, &registry);
+    let mirror_config = match mirror {
+        Mirror::Token => registry.mirror_config("docker.io", false),
+        Mirror::Basic => {
+            let auth_file = host.sandbox.path("etc-appunit/auth.json");
+            let account = format!("{}:{}", registry.user, registry.password);
+            let auths = serde_json::json!({"auths": {registry.host.as_str(): {
+                "auth": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, account)
+            }}});
+            std::fs::write(auth_file, auths.to_string()).unwrap();
+            format!(
+                "{}auth_file = \"/etc/appunit/auth.json\"\n",
+                registry.mirror_config("docker.io", false)
+            )
+        }
+    };
     let config = format!(
         "catalog_dirs = [\"{REPO_INSIDE}/catalog\"]\npublic_host = \"127.0.0.1\"\n\
-         unit_target = \"{TARGET}\"\n\
-         [registries.\"docker.io\"]\nmirrors = [\"http://127.0.0.1:5000\"]\n\
-         [registries.\"127.0.0.1:5000\"]\ninsecure = true\n"
+         unit_target = \"{TARGET}\"\n{mirror_config}"
     );
     std::fs::write(host.sandbox.path("etc-appunit/config.toml"), config).unwrap();
     host.sandbox.systemctl(&["restart", "appunitd.service"]);
     host
 }
 
-fn push_real_images(sandbox: &Sandbox) {
+fn push_real_images(sandbox: &Sandbox, registry: &AuthRegistry) {
     let script = std::path::Path::new(common::REPO).join("scripts/real-images");
+    let creds = format!("{}:{}", registry.user, registry.password);
     let out = in_network(sandbox.pid, script.to_str().unwrap())
-        .args(["push", "127.0.0.1:5000", "--insecure"])
+        .args(["push", &registry.host, "--insecure", "--creds", &creds])
         .output()
         .unwrap();
     assert!(out.status.success(), "real-images push: {out:?}");
@@ -114,7 +141,7 @@ impl Site {
 
 #[tokio::test]
 async fn wordpress_installs_serves_and_keeps_its_site() {
-    let host = real_host(Host::boot());
+    let host = real_host(Host::boot(), Mirror::Token);
     let status = install(&host, "wordpress", "blog", "7.1").await;
     let info = &status["running_info"];
     let password = info["password"].as_str().unwrap().to_string();
@@ -172,8 +199,8 @@ async fn wordpress_installs_serves_and_keeps_its_site() {
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
     // The registry does not outlive a boot (it keeps its images under /run).
-    host.sandbox.start_registry();
-    push_real_images(&host.sandbox);
+    let registry = AuthRegistry::token(&host.sandbox, 5100);
+    push_real_images(&host.sandbox, &registry);
     let again = install(&host, "wordpress", "blog", "7.1").await;
     assert_eq!(again["running_info"]["password"], password.as_str());
     assert!(site.get("/").contains("Appunit Blog"));
@@ -190,10 +217,20 @@ fn client(sandbox: &Sandbox, program: &str, password_variable: &str, password: &
 
 #[tokio::test]
 async fn databases_and_cache_answer_their_own_clients() {
-    let host = real_host(Host::boot());
+    let host = real_host(Host::boot(), Mirror::Basic);
     let postgres = install(&host, "postgres", "pg", "18").await;
     let mariadb = install(&host, "mariadb", "maria", "11.4").await;
     let redis = install(&host, "redis", "cache", "7.4").await;
+    // nginx's image is an OCI index whose amd64 image has a zstd layer.
+    let web = install(&host, "nginx", "web", "1.31").await;
+    let page = in_network(host.sandbox.pid, "curl")
+        .args([
+            "-sS",
+            &format!("http://127.0.0.1:{}/", web["running_info"]["port"]),
+        ])
+        .output()
+        .unwrap();
+    assert!(text(&page).contains("nginx"), "{page:?}");
 
     let login = |status: &serde_json::Value, password: &str| -> (Command, Command, Command) {
         let port = status["running_info"]["port"].to_string();
@@ -239,6 +276,13 @@ async fn databases_and_cache_answer_their_own_clients() {
     assert_eq!(text(&out).trim(), "42", "mysql: {out:?}");
     let out = login(&redis, &password(&redis)).2.output().unwrap();
     assert_eq!(text(&out).trim(), "42", "redis-cli: {out:?}");
+
+    // No process shows a password in its arguments, which every local user can read.
+    let processes = host.sandbox.run("ps", &["-eo", "args"]);
+    let processes = String::from_utf8_lossy(&processes.stdout).to_string();
+    for status in [&postgres, &mariadb, &redis] {
+        assert!(!processes.contains(&password(status)), "{processes}");
+    }
 
     // A wrong password is refused by each.
     let out = login(&postgres, "wrong").0.output().unwrap();
