@@ -264,8 +264,11 @@ impl Puller {
         let reference = canonical(image)?;
         let name = reference.whole();
         let mut failures = Vec::new();
-        for (host, wanted) in self.sources(&reference) {
-            let endpoint = self.registry.endpoint(&host, reference.repository());
+        let sources = self.sources(&reference);
+        let last = sources.len() - 1;
+        for (index, (host, wanted)) in sources.into_iter().enumerate() {
+            let mut endpoint = self.registry.endpoint(&host, reference.repository());
+            endpoint.fallback = index < last;
             match self.resolve_at(&name, endpoint, &wanted, progress).await {
                 Ok(resolved) => return Ok(resolved),
                 Err(PullError::Registry { cause, .. }) => {

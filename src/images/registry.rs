@@ -87,6 +87,9 @@ pub struct Endpoint {
     pub host: String,
     base: String,
     pub repository: String,
+    /// Another source follows this one (it is a mirror): a manifest it fails to serve is
+    /// asked of the next source at once, as Docker does, rather than retried here.
+    pub fallback: bool,
 }
 
 /// A document as served: its bytes, and what the registry said of them.
@@ -168,6 +171,7 @@ impl RegistryClient {
             host: host.to_string(),
             base: format!("{scheme}://{api_host}"),
             repository: repository.to_string(),
+            fallback: false,
         }
     }
 
@@ -205,6 +209,9 @@ impl RegistryClient {
             match attempt.await {
                 Ok(fetched) => return Ok(fetched),
                 Err(Failure::Permanent(error)) => return Err(error),
+                Err(Failure::Transient(failure)) if endpoint.fallback => {
+                    return Err(RegistryError::Failed(failure.cause));
+                }
                 Err(Failure::Transient(failure)) => {
                     retries
                         .wait(failure)
