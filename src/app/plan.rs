@@ -48,6 +48,10 @@ pub struct HealthPlan {
     pub interval_ms: u64,
     pub timeout_ms: u64,
     pub start_period_ms: u64,
+    /// The interval while the start period lasts: a service that comes up early is
+    /// seen early.
+    #[serde(default)]
+    pub start_interval_ms: u64,
     pub retries: u32,
 }
 
@@ -282,6 +286,7 @@ fn health_plan(service: &Service) -> Result<Option<HealthPlan>, String> {
         interval_ms: duration_ms(&check.interval, Duration::from_secs(30))?,
         timeout_ms: duration_ms(&check.timeout, Duration::from_secs(30))?,
         start_period_ms: duration_ms(&check.start_period, Duration::ZERO)?,
+        start_interval_ms: duration_ms(&check.start_interval, Duration::from_secs(5))?,
         retries: check.retries.unwrap_or(3),
     }))
 }
@@ -375,6 +380,11 @@ volumes:
         assert_eq!(
             (health.interval_ms, health.retries, health.timeout_ms),
             (1000, 5, 30_000)
+        );
+        // Compose's defaults: no start period, checks every 5 s while one lasts.
+        assert_eq!(
+            (health.start_period_ms, health.start_interval_ms),
+            (0, 5000)
         );
         assert_eq!(web.stop_grace_ms, 3000);
         assert_eq!(web.depends_on["db"], Condition::ServiceHealthy);

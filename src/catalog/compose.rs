@@ -75,6 +75,7 @@ pub struct Healthcheck {
     pub timeout: Option<String>,
     pub retries: Option<u32>,
     pub start_period: Option<String>,
+    pub start_interval: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -244,6 +245,7 @@ impl Service {
                 ("interval", &check.interval),
                 ("timeout", &check.timeout),
                 ("start_period", &check.start_period),
+                ("start_interval", &check.start_interval),
             ] {
                 check_duration(duration).map_err(|e| format!("healthcheck.{key}`: {e}"))?;
             }

@@ -50,7 +50,13 @@ impl HealthChecker {
                 }
                 Err(_) => {}
             }
-            tokio::time::sleep(Duration::from_millis(self.plan.interval_ms)).await;
+            // Compose: checks come every start_interval while the start period lasts.
+            let interval = if started.elapsed() < start_period {
+                self.plan.start_interval_ms
+            } else {
+                self.plan.interval_ms
+            };
+            tokio::time::sleep(Duration::from_millis(interval)).await;
         }
     }
 
