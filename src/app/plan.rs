@@ -130,6 +130,7 @@ pub fn prepare(
                 slice_name(app_id),
                 container_id(app_id, name)
             ),
+            security: Default::default(),
         };
         let spec = oci::runtime_spec(&pulled.config, &run).map_err(|e| format!("{name}: {e}"))?;
         let process = spec.process().clone().unwrap_or_default();
