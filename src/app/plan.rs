@@ -161,7 +161,8 @@ pub fn prepare(
     })
 }
 
-/// The container's mounts: the app's /etc/hosts, the host's resolv.conf and the
+/// The container's mounts: the app's /etc/hosts, the host's resolv.conf (its upstream
+/// servers' on a systemd-resolved host) and the
 /// service's volumes. Folders the volumes need, and the named volumes to fill from
 /// the image, are added to `folders` and `seeds`.
 fn service_binds(
@@ -178,7 +179,7 @@ fn service_binds(
             read_only: true,
         },
         Bind {
-            source: "/etc/resolv.conf".into(),
+            source: oci::resolv_conf(),
             target: "/etc/resolv.conf".into(),
             read_only: true,
         },

@@ -9,7 +9,7 @@ use oci_spec::runtime::{
     LinuxResources, Mount, PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec,
 };
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// containerd's default capability set (what `ctr run` grants).
 pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
@@ -196,6 +196,29 @@ pub fn parse_user(user: &str, accounts: Option<&Accounts>) -> Result<(u32, u32),
         },
     };
     Ok((uid, gid))
+}
+
+/// The host's resolv.conf, unless it only names systemd-resolved's local stub, which
+/// containers cannot reach from their network namespace: then the upstream servers
+/// that systemd-resolved keeps, as Docker does.
+pub fn resolv_conf() -> PathBuf {
+    const HOST: &str = "/etc/resolv.conf";
+    const UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
+    let text = std::fs::read_to_string(HOST).unwrap_or_default();
+    if only_resolved_stub(&text) && Path::new(UPSTREAM).exists() {
+        UPSTREAM.into()
+    } else {
+        HOST.into()
+    }
+}
+
+fn only_resolved_stub(resolv_conf: &str) -> bool {
+    let mut servers = resolv_conf
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .map(str::trim)
+        .peekable();
+    servers.peek().is_some() && servers.all(|server| server == "127.0.0.53")
 }
 
 /// containerd's default mounts, with /sys/fs/cgroup read-only (in the container's own
@@ -509,6 +532,18 @@ mod tests {
             hosts["options"],
             serde_json::json!(["rbind", "rprivate", "nosuid", "nodev", "ro"])
         );
+    }
+
+    #[test]
+    fn resolved_stub_is_recognised() {
+        assert!(only_resolved_stub(
+            "# systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"
+        ));
+        assert!(!only_resolved_stub(
+            "nameserver 127.0.0.53\nnameserver 10.0.0.1\n"
+        ));
+        assert!(!only_resolved_stub("nameserver 10.255.255.53\n"));
+        assert!(!only_resolved_stub(""));
     }
 
     #[test]
