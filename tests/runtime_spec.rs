@@ -126,7 +126,7 @@ fn mount_line<'a>(mounts: &'a str, point: &str) -> &'a str {
         .unwrap_or_else(|| panic!("{point} is not mounted:\n{mounts}"))
 }
 
-fn options<'a>(line: &'a str) -> Vec<&'a str> {
+fn options(line: &str) -> Vec<&str> {
     line.split(' ')
         .nth(3)
         .unwrap_or_default()
