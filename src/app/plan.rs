@@ -139,6 +139,7 @@ pub fn prepare(
                 slice_name(app_id),
                 container_id(app_id, name)
             ),
+            security: Default::default(),
         };
         let spec = oci::runtime_spec(&pulled.config, &run).map_err(|e| format!("{name}: {e}"))?;
         let process = spec.process().clone().unwrap_or_default();
@@ -169,7 +170,8 @@ pub fn prepare(
     })
 }
 
-/// The container's mounts: the app's /etc/hosts, the host's resolv.conf and the
+/// The container's mounts: the app's /etc/hosts, the host's resolv.conf (its upstream
+/// servers' on a systemd-resolved host) and the
 /// service's volumes. Folders the volumes need, and the named volumes to fill from
 /// the image, are added to `folders` and `seeds`.
 fn service_binds(
@@ -186,7 +188,7 @@ fn service_binds(
             read_only: true,
         },
         Bind {
-            source: "/etc/resolv.conf".into(),
+            source: oci::resolv_conf(),
             target: "/etc/resolv.conf".into(),
             read_only: true,
         },

@@ -7,7 +7,9 @@ use crate::runtime::containerd::Containerd;
 use crate::runtime::oci::Accounts;
 use containerd_client::types::Mount;
 use nix::mount::{MntFlags, MsFlags};
-use std::path::Path;
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::path::{Component, Path, PathBuf};
 
 /// Named volumes start with what the image has at their path, as Docker's do (an
 /// image's default site, or a data folder owned by the app's user, would otherwise be
@@ -27,11 +29,11 @@ pub async fn seed_volume(
     }
     let (path, folder) = (seed.path.clone(), seed.folder.clone());
     with_image_root(containerd, &seed.chain_id, scratch, move |root| {
-        let source = root.join(path.strip_prefix("/").unwrap_or(&path));
-        if source.is_dir() {
-            copy_tree(&source, &folder)
-        } else {
-            Ok(())
+        let source = resolve_in_root(root, &path)?;
+        // Not `is_dir`, which follows links: `source` has none left, and must not.
+        match std::fs::symlink_metadata(&source) {
+            Ok(meta) if meta.is_dir() => copy_tree(&source, &folder),
+            _ => Ok(()),
         }
     })
     .await
@@ -44,13 +46,69 @@ pub async fn read_accounts(
     scratch: &Path,
 ) -> Result<Accounts, String> {
     with_image_root(containerd, chain_id, scratch, |root| {
-        let read = |file: &str| std::fs::read_to_string(root.join(file)).unwrap_or_default();
+        let read = |file: &str| {
+            resolve_in_root(root, Path::new(file))
+                .and_then(|path| std::fs::read_to_string(path).map_err(|e| e.to_string()))
+                .unwrap_or_default()
+        };
         Ok(Accounts {
-            passwd: read("etc/passwd"),
-            group: read("etc/group"),
+            passwd: read("/etc/passwd"),
+            group: read("/etc/group"),
         })
     })
     .await
+}
+
+/// Symbolic links followed within one path, as Linux's limit.
+const MAX_LINKS: u32 = 40;
+
+/// `path` as the container would see it in the image's root file system `root`: every
+/// symbolic link on the way resolves against `root`, and `..` stops at it, so that an
+/// image can never point the daemon at the host's files (an absolute link to `/etc`
+/// is the image's /etc). Missing parts are kept as they are: the result is then
+/// missing too.
+fn resolve_in_root(root: &Path, path: &Path) -> Result<PathBuf, String> {
+    let mut resolved = PathBuf::new();
+    let mut pending = names(path);
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&name);
+        let on_host = root.join(&candidate);
+        let is_link =
+            std::fs::symlink_metadata(&on_host).is_ok_and(|meta| meta.file_type().is_symlink());
+        if !is_link {
+            resolved = candidate;
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(format!("{}: too many symbolic links", path.display()));
+        }
+        let target =
+            std::fs::read_link(&on_host).map_err(|e| format!("{}: {e}", candidate.display()))?;
+        if target.has_root() {
+            resolved = PathBuf::new();
+        }
+        let mut next = names(&target);
+        next.extend(pending);
+        pending = next;
+    }
+    Ok(root.join(resolved))
+}
+
+/// A path's names and `..`s, in order (`/` and `.` say nothing here).
+fn names(path: &Path) -> VecDeque<OsString> {
+    path.components()
+        .filter_map(|component| match component {
+            Component::Normal(name) => Some(name.to_owned()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Runs `read` on the image's root file system (the snapshot `chain_id`), mounted
@@ -145,4 +203,35 @@ fn copy_tree(source: &Path, folder: &Path) -> Result<(), String> {
     }
     let _ = std::fs::remove_dir(folder);
     std::fs::rename(&staging, folder).map_err(|e| format!("{}: {e}", folder.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn paths_resolve_inside_the_image_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        for folder in ["etc/app", "srv/data", "var"] {
+            std::fs::create_dir_all(root.join(folder)).unwrap();
+        }
+        let inside = |path: &str| root.join(path);
+        // Absolute and relative links to /etc, and ..s past the root, all stay in it.
+        symlink("/etc", inside("srv/abs")).unwrap();
+        symlink("../../../../../../etc", inside("srv/rel")).unwrap();
+        symlink("data", inside("srv/sibling")).unwrap();
+        symlink("/srv/abs/app", inside("var/chain")).unwrap();
+        symlink("loop", inside("var/loop")).unwrap();
+        let resolve = |path: &str| resolve_in_root(&root, Path::new(path)).unwrap();
+        assert_eq!(resolve("/srv/abs"), inside("etc"));
+        assert_eq!(resolve("/srv/rel"), inside("etc"));
+        assert_eq!(resolve("/srv/abs/app"), inside("etc/app"));
+        assert_eq!(resolve("/var/chain"), inside("etc/app"));
+        assert_eq!(resolve("/srv/sibling"), inside("srv/data"));
+        assert_eq!(resolve("/../../etc/./app"), inside("etc/app"));
+        assert_eq!(resolve("/srv/missing/x"), inside("srv/missing/x"));
+        assert!(resolve_in_root(&root, Path::new("/var/loop")).is_err());
+    }
 }

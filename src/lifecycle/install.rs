@@ -273,18 +273,25 @@ fn render(
     Compose::render(&catalog_app.compose_text, &variables).map_err(InstallError::Compose)
 }
 
-/// The app's folders, and its files written fresh with their modes.
+/// The app's folders (the data folder first), and its files written fresh with their
+/// modes.
 fn write_app_folder(
     folders: &[std::path::PathBuf],
     files: &[(std::path::PathBuf, String, u32)],
 ) -> Result<(), InstallError> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| InstallError::Io { path, source }
     };
     for dir in folders {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    // Root only: what a container plants in its volumes (a setuid program, a device
+    // node) is out of the host's users' reach. Containers get their volumes by bind
+    // mounts, which need no way through this folder.
+    if let Some(data) = folders.first() {
+        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).map_err(io(data))?;
     }
     for (path, text, mode) in files {
         let _ = std::fs::remove_file(path);

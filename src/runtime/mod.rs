@@ -3,4 +3,5 @@
 pub mod containerd;
 pub mod net;
 pub mod oci;
+pub mod seccomp;
 pub mod systemd;

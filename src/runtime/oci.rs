@@ -1,15 +1,18 @@
 //! OCI runtime specs for app containers: the image's settings, the compose service's
-//! overrides, and what `ctr run` would give (containerd's capabilities and mounts).
+//! overrides, on containerd 1.6's default spec (`ctr oci spec`: capabilities, masked
+//! and read-only paths, mounts, rlimits, no new privileges) with Docker's default
+//! seccomp filter.
 
+use super::seccomp;
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxNamespace, LinuxNamespaceType, Mount,
-    Spec,
+    Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxNamespace, LinuxNamespaceType,
+    LinuxResources, Mount, PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec,
 };
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// containerd's default capability set (what `ctr run` grants).
-const CAPABILITIES: [Capability; 14] = [
+pub const DEFAULT_CAPABILITIES: [Capability; 14] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
@@ -79,7 +82,28 @@ pub struct RunSettings {
     pub netns: PathBuf,
     /// runc's systemd cgroup driver form: `slice:prefix:name`.
     pub cgroups_path: String,
+    pub security: Security,
 }
+
+/// What a service may change of the default confinement (compose's `cap_add`,
+/// `cap_drop`, `security_opt` and `shm_size`, once the compose file carries them).
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    pub cap_add: Vec<Capability>,
+    pub cap_drop: Vec<Capability>,
+    /// `security_opt: [no-new-privileges:false]`: setuid programs may raise privileges.
+    pub new_privileges: bool,
+    /// `security_opt: [seccomp=unconfined]`.
+    pub seccomp_unconfined: bool,
+    /// /dev/shm's size in bytes (containerd's and Docker's default: 64 MiB).
+    pub shm_size: Option<u64>,
+}
+
+/// containerd's /dev/shm and /dev sizes.
+const DEFAULT_SHM_SIZE: &str = "size=65536k";
+
+/// containerd's RLIMIT_NOFILE (soft and hard).
+const DEFAULT_NOFILE: u64 = 1024;
 
 /// The process of a container: compose `entrypoint` replaces the image's entrypoint
 /// and drops its Cmd; compose `command` replaces the Cmd.
@@ -174,6 +198,141 @@ pub fn parse_user(user: &str, accounts: Option<&Accounts>) -> Result<(u32, u32),
     Ok((uid, gid))
 }
 
+/// The host's resolv.conf, unless it only names systemd-resolved's local stub, which
+/// containers cannot reach from their network namespace: then the upstream servers
+/// that systemd-resolved keeps, as Docker does.
+pub fn resolv_conf() -> PathBuf {
+    const HOST: &str = "/etc/resolv.conf";
+    const UPSTREAM: &str = "/run/systemd/resolve/resolv.conf";
+    let text = std::fs::read_to_string(HOST).unwrap_or_default();
+    if only_resolved_stub(&text) && Path::new(UPSTREAM).exists() {
+        UPSTREAM.into()
+    } else {
+        HOST.into()
+    }
+}
+
+fn only_resolved_stub(resolv_conf: &str) -> bool {
+    let mut servers = resolv_conf
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .map(str::trim)
+        .peekable();
+    servers.peek().is_some() && servers.all(|server| server == "127.0.0.53")
+}
+
+/// containerd's default mounts, with /sys/fs/cgroup read-only (in the container's own
+/// cgroup namespace) as Docker and the CRI plugin give it. Like the CRI plugin and
+/// nerdctl, and unlike `ctr`, no tmpfs on /run: images from Docker Hub keep files
+/// there (/run/mysqld, /run/postgresql, …) that a tmpfs would hide.
+fn default_mounts(shm_size: Option<u64>) -> Vec<Mount> {
+    let shm = shm_size.map_or_else(|| DEFAULT_SHM_SIZE.to_string(), |b| format!("size={b}"));
+    let mount = |destination: &str, typ: &str, source: &str, options: &[&str]| {
+        let mut mount = Mount::default();
+        mount
+            .set_destination(destination.into())
+            .set_typ(Some(typ.into()))
+            .set_source(Some(source.into()))
+            .set_options(Some(options.iter().map(|o| o.to_string()).collect()));
+        mount
+    };
+    vec![
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", DEFAULT_SHM_SIZE],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        ),
+    ]
+}
+
+/// Paths of /proc and /sys that containers must not read, as containerd masks them.
+const MASKED_PATHS: [&str; 10] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+];
+
+/// And those they may read but not write.
+const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// The default set with the service's additions and removals.
+fn capabilities(security: &Security) -> HashSet<Capability> {
+    DEFAULT_CAPABILITIES
+        .into_iter()
+        .chain(security.cap_add.iter().copied())
+        .filter(|cap| !security.cap_drop.contains(cap))
+        .collect()
+}
+
+/// A host path in the container: never a way to run setuid programs or reach device
+/// nodes that a container planted there (CVE-2021-41091's class).
+fn bind_mount(bind: &Bind) -> Mount {
+    let mode = if bind.read_only { "ro" } else { "rw" };
+    let mut mount = Mount::default();
+    mount
+        .set_destination(bind.target.clone())
+        .set_typ(Some("bind".into()))
+        .set_source(Some(bind.source.clone()))
+        .set_options(Some(
+            ["rbind", "rprivate", "nosuid", "nodev", mode]
+                .map(String::from)
+                .to_vec(),
+        ));
+    mount
+}
+
 pub fn runtime_spec(image: &ImageConfig, run: &RunSettings) -> Result<Spec, String> {
     let args = process_args(image, run);
     if args.is_empty() {
@@ -187,60 +346,78 @@ pub fn runtime_spec(image: &ImageConfig, run: &RunSettings) -> Result<Spec, Stri
         .filter(|d| !d.is_empty())
         .or_else(|| Some(image.working_dir.clone()).filter(|d| !d.is_empty()))
         .unwrap_or_else(|| "/".into());
+    let security = &run.security;
+
+    let capabilities = capabilities(security);
+    let mut caps = LinuxCapabilities::default();
+    caps.set_bounding(Some(capabilities.clone()))
+        .set_effective(Some(capabilities.clone()))
+        .set_permitted(Some(capabilities.clone()))
+        .set_inheritable(None)
+        .set_ambient(None);
+    let nofile = PosixRlimitBuilder::default()
+        .typ(PosixRlimitType::RlimitNofile)
+        .soft(DEFAULT_NOFILE)
+        .hard(DEFAULT_NOFILE)
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut process = Process::default();
+    process
+        .set_args(Some(args))
+        .set_env(Some(environment(image, run)))
+        .set_cwd(cwd.into())
+        .set_capabilities(Some(caps))
+        .set_rlimits(Some(vec![nofile]))
+        .set_no_new_privileges(Some(!security.new_privileges))
+        .set_terminal(Some(false));
+    process.user_mut().set_uid(uid).set_gid(gid);
+
+    let mut mounts = default_mounts(security.shm_size);
+    for bind in &run.binds {
+        mounts.retain(|m| m.destination() != &bind.target);
+        mounts.push(bind_mount(bind));
+    }
+
+    let namespace = |typ, path: Option<PathBuf>| {
+        let mut namespace = LinuxNamespace::default();
+        namespace.set_typ(typ).set_path(path);
+        namespace
+    };
+    // containerd's namespaces, the app's shared network, and a cgroup namespace for
+    // the read-only /sys/fs/cgroup.
+    let namespaces = vec![
+        namespace(LinuxNamespaceType::Pid, None),
+        namespace(LinuxNamespaceType::Ipc, None),
+        namespace(LinuxNamespaceType::Uts, None),
+        namespace(LinuxNamespaceType::Mount, None),
+        namespace(LinuxNamespaceType::Network, Some(run.netns.clone())),
+        namespace(LinuxNamespaceType::Cgroup, None),
+    ];
+    // Deny devices by default, as containerd does; runc allows the standard ones
+    // (/dev/null, /dev/zero, …) on top.
+    let mut deny = LinuxDeviceCgroup::default();
+    deny.set_allow(false).set_access(Some("rwm".into()));
+    let mut resources = LinuxResources::default();
+    resources.set_devices(Some(vec![deny]));
 
     let mut spec = Spec::default();
-    spec.set_hostname(Some(run.hostname.clone()));
-    if let Some(root) = spec.root_mut() {
-        root.set_path("rootfs".into()).set_readonly(Some(false));
-    }
-    if let Some(process) = spec.process_mut() {
-        let capabilities: HashSet<Capability> = CAPABILITIES.into_iter().collect();
-        let mut caps = LinuxCapabilities::default();
-        caps.set_bounding(Some(capabilities.clone()))
-            .set_effective(Some(capabilities.clone()))
-            .set_permitted(Some(capabilities))
-            .set_inheritable(None)
-            .set_ambient(None);
-        process
-            .set_args(Some(args))
-            .set_env(Some(environment(image, run)))
-            .set_cwd(cwd.into())
-            .set_capabilities(Some(caps))
-            .set_no_new_privileges(None)
-            .set_terminal(Some(false));
-        process.user_mut().set_uid(uid).set_gid(gid);
-    }
-    let mut mounts = spec.mounts().clone().unwrap_or_default();
-    for bind in &run.binds {
-        let mode = if bind.read_only { "ro" } else { "rw" };
-        let mut mount = Mount::default();
-        mount
-            .set_destination(bind.target.clone())
-            .set_typ(Some("bind".into()))
-            .set_source(Some(bind.source.clone()))
-            .set_options(Some(vec!["rbind".into(), mode.into()]));
-        mounts.retain(|m| m.destination() != &bind.target);
-        mounts.push(mount);
-    }
-    spec.set_mounts(Some(mounts));
+    let mut root = Root::default();
+    root.set_path("rootfs".into()).set_readonly(Some(false));
+    spec.set_hostname(Some(run.hostname.clone()))
+        .set_root(Some(root))
+        .set_process(Some(process))
+        .set_mounts(Some(mounts));
     if let Some(linux) = spec.linux_mut() {
-        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
-        namespaces.retain(|ns| ns.typ() != LinuxNamespaceType::Network);
-        let mut network = LinuxNamespace::default();
-        network
-            .set_typ(LinuxNamespaceType::Network)
-            .set_path(Some(run.netns.clone()));
-        namespaces.push(network);
         linux
             .set_namespaces(Some(namespaces))
-            .set_cgroups_path(Some(run.cgroups_path.clone().into()));
-        if let Some(resources) = linux.resources_mut() {
-            // Deny devices by default, as containerd does; runc allows the standard
-            // ones (/dev/null, /dev/zero, …) on top.
-            let mut deny = LinuxDeviceCgroup::default();
-            deny.set_allow(false).set_access(Some("rwm".into()));
-            resources.set_devices(Some(vec![deny]));
-        }
+            .set_cgroups_path(Some(run.cgroups_path.clone().into()))
+            .set_resources(Some(resources))
+            .set_masked_paths(Some(MASKED_PATHS.map(String::from).to_vec()))
+            .set_readonly_paths(Some(READONLY_PATHS.map(String::from).to_vec()))
+            .set_seccomp(
+                (!security.seccomp_unconfined)
+                    .then(|| seccomp::default_filter(&capabilities, &seccomp::Host::this())),
+            );
     }
     Ok(spec)
 }
@@ -347,10 +524,149 @@ mod tests {
                 .any(|n| n["type"] == "network" && n["path"] == "/run/netns/appunit-blog")
         );
         let mounts = json["mounts"].as_array().unwrap();
-        assert!(
-            mounts
-                .iter()
-                .any(|m| m["destination"] == "/etc/hosts" && m["options"][1] == "ro")
+        let hosts = mounts
+            .iter()
+            .find(|m| m["destination"] == "/etc/hosts")
+            .unwrap();
+        assert_eq!(
+            hosts["options"],
+            serde_json::json!(["rbind", "rprivate", "nosuid", "nodev", "ro"])
         );
+    }
+
+    #[test]
+    fn resolved_stub_is_recognised() {
+        assert!(only_resolved_stub(
+            "# systemd-resolved\nnameserver 127.0.0.53\noptions edns0 trust-ad\nsearch .\n"
+        ));
+        assert!(!only_resolved_stub(
+            "nameserver 127.0.0.53\nnameserver 10.0.0.1\n"
+        ));
+        assert!(!only_resolved_stub("nameserver 10.255.255.53\n"));
+        assert!(!only_resolved_stub(""));
+    }
+
+    #[test]
+    fn spec_is_containerds_default() {
+        let spec = runtime_spec(&image(), &RunSettings::default()).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        let process = &json["process"];
+        assert_eq!(process["noNewPrivileges"], true);
+        assert_eq!(
+            process["rlimits"],
+            serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 1024}])
+        );
+        let mut bounding: Vec<&str> = process["capabilities"]["bounding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        bounding.sort();
+        let mut expected = [
+            "CAP_AUDIT_WRITE",
+            "CAP_CHOWN",
+            "CAP_DAC_OVERRIDE",
+            "CAP_FOWNER",
+            "CAP_FSETID",
+            "CAP_KILL",
+            "CAP_MKNOD",
+            "CAP_NET_BIND_SERVICE",
+            "CAP_NET_RAW",
+            "CAP_SETFCAP",
+            "CAP_SETGID",
+            "CAP_SETPCAP",
+            "CAP_SETUID",
+            "CAP_SYS_CHROOT",
+        ];
+        expected.sort();
+        assert_eq!(bounding, expected);
+        assert_eq!(
+            process["capabilities"]["effective"]
+                .as_array()
+                .unwrap()
+                .len(),
+            14
+        );
+        assert!(process["capabilities"]["inheritable"].is_null());
+        let mounts = json["mounts"].as_array().unwrap();
+        let shm = mounts
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap();
+        assert!(
+            shm["options"]
+                .as_array()
+                .unwrap()
+                .contains(&"size=65536k".into())
+        );
+        let sys = mounts.iter().find(|m| m["destination"] == "/sys").unwrap();
+        assert!(sys["options"].as_array().unwrap().contains(&"ro".into()));
+        assert!(!mounts.iter().any(|m| m["destination"] == "/run"));
+        let linux = &json["linux"];
+        assert_eq!(linux["maskedPaths"].as_array().unwrap().len(), 10);
+        assert!(
+            linux["readonlyPaths"]
+                .as_array()
+                .unwrap()
+                .contains(&"/proc/sys".into())
+        );
+        assert_eq!(
+            linux["resources"]["devices"],
+            serde_json::json!([{"allow": false, "access": "rwm"}])
+        );
+        assert_eq!(linux["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(json["root"]["readonly"], false);
+    }
+
+    #[test]
+    fn security_options_change_the_defaults() {
+        let run = RunSettings {
+            security: Security {
+                cap_add: vec![Capability::SysAdmin],
+                cap_drop: vec![Capability::NetRaw],
+                new_privileges: true,
+                seccomp_unconfined: false,
+                shm_size: Some(256 << 20),
+            },
+            ..RunSettings::default()
+        };
+        let json = serde_json::to_value(runtime_spec(&image(), &run).unwrap()).unwrap();
+        let bounding = json["process"]["capabilities"]["bounding"]
+            .as_array()
+            .unwrap();
+        assert!(bounding.contains(&"CAP_SYS_ADMIN".into()));
+        assert!(!bounding.contains(&"CAP_NET_RAW".into()));
+        assert_eq!(json["process"]["noNewPrivileges"], false);
+        // The filter follows the capabilities: CAP_SYS_ADMIN allows mount.
+        let syscalls = json["linux"]["seccomp"]["syscalls"].as_array().unwrap();
+        assert!(
+            syscalls
+                .iter()
+                .any(|s| s["names"].as_array().unwrap().contains(&"mount".into()))
+        );
+        let shm = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/dev/shm")
+            .unwrap()
+            .clone();
+        assert!(
+            shm["options"]
+                .as_array()
+                .unwrap()
+                .contains(&"size=268435456".into())
+        );
+
+        let run = RunSettings {
+            security: Security {
+                seccomp_unconfined: true,
+                ..Security::default()
+            },
+            ..RunSettings::default()
+        };
+        let json = serde_json::to_value(runtime_spec(&image(), &run).unwrap()).unwrap();
+        assert!(json["linux"]["seccomp"].is_null());
     }
 }
