@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::gateway::{get, nginx};
 use common::host::{Host, settled};
 use common::registry::AuthRegistry;
 use common::sandbox::{REPO_INSIDE, Sandbox, TARGET};
@@ -220,7 +221,27 @@ async fn databases_and_cache_answer_their_own_clients() {
     let host = real_host(Host::boot(), Mirror::Basic);
     let postgres = install(&host, "postgres", "pg", "18").await;
     let mariadb = install(&host, "mariadb", "maria", "11.4").await;
-    let redis = install(&host, "redis", "cache", "7.4").await;
+    // Through the gateway, as a dashboard would: nginx with basic auth on the socket.
+    let gateway_dir = host.sandbox.path("gateway");
+    std::fs::create_dir_all(&gateway_dir).unwrap();
+    let gateway = nginx(&host.socket(), &gateway_dir);
+    let credentials = Some("admin:s3cret");
+    let path = "/api/AppInstall?app_name=redis&customer_app_name=cache&app_version=7.4";
+    let (code, body) = get(gateway.port, path, credentials);
+    assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(get(gateway.port, path, None).0, 401);
+    let redis = running(&host, "cache").await;
+    let (code, body) = get(gateway.port, "/api/AppList", credentials);
+    assert_eq!(code, 200);
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let mut names: Vec<&str> = listed["ResponseData"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|app| app["app_id"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["cache", "maria", "pg"], "{listed}");
     // nginx's image is an OCI index whose amd64 image has a zstd layer.
     let web = install(&host, "nginx", "web", "1.31").await;
     let page = in_network(host.sandbox.pid, "curl")

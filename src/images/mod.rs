@@ -218,7 +218,8 @@ impl Puller {
     }
 
     /// Pulls every image; `progress` covers them all. Every image is resolved before any
-    /// layer is fetched, so the total is known from the first byte on.
+    /// layer is fetched, so the total is known from the first byte on. In the order of
+    /// `images`.
     pub async fn pull_all(
         &self,
         images: &[String],
@@ -230,11 +231,14 @@ impl Puller {
             progress.add_total(image.layers.iter().map(|l| l.size as u64).sum());
             resolved.push(image);
         }
-        let mut pulled = Vec::with_capacity(resolved.len());
-        for image in resolved {
-            pulled.push(self.fetch_and_unpack(image, progress).await?);
-        }
-        Ok(pulled)
+        // At once, as `docker compose pull` does: one image's layers download while
+        // another's unpack.
+        futures_util::future::try_join_all(
+            resolved
+                .into_iter()
+                .map(|image| self.fetch_and_unpack(image, progress)),
+        )
+        .await
     }
 
     /// Removes an image unless a container of another app uses it. True when removed.

@@ -67,4 +67,3 @@ pub fn get(port: u16, path: &str, credentials: Option<&str>) -> (u16, Vec<u8>) {
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     (status, reply[split + 4..].to_vec())
 }
-
