@@ -3,7 +3,7 @@
 
 pub mod params;
 
-use crate::app::AppFolder;
+use crate::app::{AppFolder, unit_name};
 use crate::catalog::{Catalog, CatalogApp};
 use crate::config::Config;
 use crate::error::{AppError, Code};
@@ -11,6 +11,8 @@ use crate::host;
 use crate::images::progress::ProgressInfo;
 use crate::lifecycle::{Change, Lifecycle, Operation, Status};
 use crate::messages::{Language, message};
+use crate::runtime::journal::{self, LogEntry};
+use crate::runtime::systemd::Usage;
 use crate::store::{AppRecord, NewApp, Phase, Store, StoreError, UninstallRequest};
 use params::Params;
 use rand::distr::{Alphanumeric, SampleString};
@@ -27,6 +29,7 @@ pub enum Action {
     Restart,
     Status,
     List,
+    Logs,
 }
 
 impl Action {
@@ -39,6 +42,7 @@ impl Action {
             "AppRestart" => Action::Restart,
             "AppStatus" => Action::Status,
             "AppList" => Action::List,
+            "AppLogs" => Action::Logs,
             _ => return None,
         })
     }
@@ -52,6 +56,7 @@ impl Action {
             Action::Restart => "AppRestart",
             Action::Status => "AppStatus",
             Action::List => "AppList",
+            Action::Logs => "AppLogs",
         }
     }
 
@@ -59,7 +64,7 @@ impl Action {
     fn id_param(self) -> Option<&'static str> {
         match self {
             Action::Install => Some("customer_app_name"),
-            Action::Status | Action::List => None,
+            Action::Status | Action::List | Action::Logs => None,
             _ => Some("app_id"),
         }
     }
@@ -85,6 +90,10 @@ pub fn is_valid_app_id(id: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
+/// AppLogs' `lines`: its default and its most.
+const DEFAULT_LOG_LINES: u32 = 100;
+const MAX_LOG_LINES: u32 = 10_000;
+
 /// What a successful Action answers: the envelope's `ResponseData`.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -92,6 +101,7 @@ pub enum Reply {
     AppId { app_id: String },
     Status(Box<AppDetailInfo>),
     List(Vec<AppDetailInfo>),
+    Logs(Vec<LogEntry>),
 }
 
 /// AppStatusInfo / AppDetailInfo (SPEC); one shape serves both.
@@ -109,6 +119,8 @@ pub struct AppDetailInfo {
     pub official_app: bool,
     pub image_url: String,
     pub running_info: Option<RunningInfo>,
+    /// The app's slice while it runs, from systemd.
+    pub usage: Option<Usage>,
 }
 
 #[derive(Debug, Serialize)]
@@ -180,6 +192,7 @@ impl Actions {
                 self.status(params, language).await?,
             ))),
             Action::List => Ok(Reply::List(self.list(params, language).await?)),
+            Action::Logs => Ok(Reply::Logs(self.logs(params).await?)),
         }
     }
 
@@ -312,6 +325,31 @@ impl Actions {
         Ok(app_id.to_string())
     }
 
+    /// AppLogs: the app unit's journal, oldest first.
+    async fn logs(&self, params: &Params) -> Result<Vec<LogEntry>, AppError> {
+        let app_id = required_app_id(params)?;
+        let lines = match params.text("lines")? {
+            None => DEFAULT_LOG_LINES,
+            Some(text) => text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=MAX_LOG_LINES).contains(n))
+                .ok_or_else(|| {
+                    AppError::Format(format!("lines must be from 1 to {MAX_LOG_LINES}"))
+                })?,
+        };
+        if params.flag("follow", false)? {
+            return Err(AppError::Format(
+                "follow=true is not served yet: poll AppLogs instead".into(),
+            ));
+        }
+        let service = params.text("service")?;
+        self.existing(app_id).await?;
+        journal::tail(&unit_name(app_id), service, lines)
+            .await
+            .map_err(|e| AppError::System(e.to_string()))
+    }
+
     async fn status(&self, params: &Params, language: Language) -> Result<AppDetailInfo, AppError> {
         let app_id = required_app_id(params)?;
         Ok(self.detail(self.existing(app_id).await?, language).await)
@@ -366,7 +404,12 @@ impl Actions {
                 set_domain: String::new(),
             }
         });
+        let usage = match truth.status {
+            Status::Running => self.lifecycle.usage(&record.app_id).await,
+            _ => None,
+        };
         AppDetailInfo {
+            usage,
             status_code: truth.status.code(),
             status: truth.status.as_str(),
             status_reason: truth.reason.map(|reason| ReasonInfo {

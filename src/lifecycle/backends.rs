@@ -11,7 +11,7 @@ use crate::images::{PullError, PulledImage, Puller};
 use crate::runtime::containerd::{APP_LABEL, AppContainer, Containerd, ContainerdError};
 use crate::runtime::net::{NetError, Network};
 use crate::runtime::oci::Accounts;
-use crate::runtime::systemd::{Systemd, SystemdError, UnitStatus};
+use crate::runtime::systemd::{Systemd, SystemdError, UnitStatus, Usage};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -64,6 +64,7 @@ pub trait UnitManager: Send + Sync {
     async fn stop(&self, unit: &str) -> Result<(), SystemdError>;
     async fn restart(&self, unit: &str) -> Result<(), SystemdError>;
     async fn status(&self, unit: &str) -> Result<UnitStatus, SystemdError>;
+    async fn slice_usage(&self, slice: &str) -> Result<Usage, SystemdError>;
 }
 
 /// Blocking (it runs `ip` and the CNI plugins): called from `spawn_blocking`.
@@ -71,6 +72,9 @@ pub trait AppNetwork: Send + Sync {
     /// Unpublishes the app's ports and removes its namespace.
     fn release(&self, app_id: &str) -> Result<(), NetError>;
 }
+
+/// The annotation by which containerd's runc v2 shim groups containers.
+const SHIM_GROUP: &str = "io.containerd.runc.v2.group";
 
 #[derive(Clone)]
 pub struct Backends {
@@ -173,12 +177,18 @@ impl ContainerRuntime for ContainerdBackend {
         let containerd = self.containerd().await?;
         containerd.delete_container(&container.id).await?;
         let labels = HashMap::from([(APP_LABEL.to_string(), app_id.to_string())]);
+        // The runc v2 shim serves every container of a group: one shim per app, not one
+        // per container (each costs a dozen MB).
+        let mut spec = container.spec.clone();
+        let mut annotations = spec.annotations().clone().unwrap_or_default();
+        annotations.insert(SHIM_GROUP.to_string(), app_id.to_string());
+        spec.set_annotations(Some(annotations));
         containerd
             .create_container(
                 &container.id,
                 &container.image,
                 &container.chain_id,
-                &container.spec,
+                &spec,
                 labels,
             )
             .await
@@ -255,6 +265,10 @@ impl UnitManager for SystemdBackend {
 
     async fn status(&self, unit: &str) -> Result<UnitStatus, SystemdError> {
         self.systemd().await?.status(unit).await
+    }
+
+    async fn slice_usage(&self, slice: &str) -> Result<Usage, SystemdError> {
+        self.systemd().await?.slice_usage(slice).await
     }
 }
 

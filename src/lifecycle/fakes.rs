@@ -10,7 +10,7 @@ use crate::images::{PullError, PulledImage};
 use crate::runtime::containerd::{AppContainer, ContainerdError};
 use crate::runtime::net::NetError;
 use crate::runtime::oci::{Accounts, ImageConfig};
-use crate::runtime::systemd::{SystemdError, UnitState, UnitStatus};
+use crate::runtime::systemd::{SystemdError, UnitState, UnitStatus, Usage};
 use async_trait::async_trait;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -256,6 +256,10 @@ impl UnitManager for FakeHost {
             auto_restart: false,
             status_text: String::new(),
         })
+    }
+
+    async fn slice_usage(&self, _slice: &str) -> Result<Usage, SystemdError> {
+        Ok(Usage::default())
     }
 }
 

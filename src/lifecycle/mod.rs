@@ -18,14 +18,14 @@ mod tests;
 pub use backends::{AppNetwork, Backends, ContainerRuntime, ImageSource, UnitManager};
 pub use registry::Operation;
 
-use crate::app::{AppFolder, Credentials, unit_name};
+use crate::app::{AppFolder, Credentials, slice_name, unit_name};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::{AppError, Code};
 use crate::images::PullError;
 use crate::images::progress::ProgressInfo;
 use crate::runtime::containerd::ContainerdError;
-use crate::runtime::systemd::{SystemdError, UnitState};
+use crate::runtime::systemd::{SystemdError, UnitState, Usage};
 use crate::store::{
     AppRecord, Phase, StatusReason, Store, StoreError, Transition, UninstallRequest,
 };
@@ -235,6 +235,17 @@ impl Lifecycle {
                 drop(slot);
             }))
         });
+    }
+
+    /// What a running app uses now; None when systemd cannot say.
+    pub async fn usage(&self, app_id: &str) -> Option<Usage> {
+        match self.backends.units.slice_usage(&slice_name(app_id)).await {
+            Ok(usage) => Some(usage),
+            Err(err) => {
+                tracing::debug!(app_id, %err, "reading the slice's usage");
+                None
+            }
+        }
     }
 
     /// AppStatus's truth: the pipeline's phase while installing, the unit afterwards.

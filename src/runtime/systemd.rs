@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, UnitProxy};
+use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, SliceProxy, UnitProxy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
@@ -29,6 +29,8 @@ pub enum SystemdError {
 }
 
 type Result<T> = std::result::Result<T, SystemdError>;
+
+const SLICE_ACCOUNTING: &str = "# Written by appunitd: what AppStatus's usage reads.\n[Slice]\nCPUAccounting=yes\nMemoryAccounting=yes\nTasksAccounting=yes\n";
 
 /// A unit's ActiveState.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +55,14 @@ impl UnitState {
             _ => UnitState::Inactive,
         }
     }
+}
+
+/// AppStatusInfo's `usage`: an app's slice, as systemd accounts for it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Usage {
+    pub memory_bytes: u64,
+    pub cpu_usec: u64,
+    pub tasks: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +134,7 @@ impl Systemd {
 
     /// Writes a unit file (atomically: readers never see half of it) and reloads.
     pub async fn install_unit(&self, unit: &str, content: &str) -> Result<()> {
+        self.write_slice_accounting()?;
         let path = self.unit_dir.join(unit);
         let staging = self.unit_dir.join(format!(".{unit}.new"));
         let written =
@@ -133,6 +144,24 @@ impl Systemd {
             cause: e.to_string(),
         })?;
         self.reload(unit).await
+    }
+
+    /// Accounting for every app's slice (`appunit-<id>.slice`, by systemd's drop-ins for
+    /// a name prefix): `usage` reads it, and without CPUAccounting systemd has no CPU
+    /// time (on cgroup v1 not even a cgroup to count it in). Written before the reload
+    /// that loads an app's units.
+    fn write_slice_accounting(&self) -> Result<()> {
+        let folder = self.unit_dir.join("appunit-.slice.d");
+        let path = folder.join("accounting.conf");
+        if std::fs::read_to_string(&path).is_ok_and(|text| text == SLICE_ACCOUNTING) {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&folder)
+            .and_then(|()| std::fs::write(&path, SLICE_ACCOUNTING))
+            .map_err(|e| SystemdError::UnitFile {
+                path,
+                cause: e.to_string(),
+            })
     }
 
     /// Stops and disables a unit, removes its file and forgets it. A unit that was
@@ -225,6 +254,31 @@ impl Systemd {
             state,
             auto_restart: sub_state == "auto-restart",
             status_text,
+        })
+    }
+
+    /// What a slice and everything in it use now, from systemd's cgroup accounting;
+    /// a figure systemd does not have (its accounting is off) is 0.
+    pub async fn slice_usage(&self, slice: &str) -> Result<Usage> {
+        let path = retried(|| self.manager.load_unit(slice.to_string()))
+            .await
+            .map_err(call_error("LoadUnit", slice))?;
+        let proxy = SliceProxy::builder(&self.connection)
+            .path(path)
+            .build()
+            .await
+            .map_err(call_error("LoadUnit", slice))?;
+        let (memory, cpu_nsec, tasks) = tokio::try_join!(
+            proxy.memory_current(),
+            proxy.cpu_usage_n_sec(),
+            proxy.tasks_current()
+        )
+        .map_err(call_error("Usage", slice))?;
+        let known = |value: u64| if value == u64::MAX { 0 } else { value };
+        Ok(Usage {
+            memory_bytes: known(memory),
+            cpu_usec: known(cpu_nsec) / 1000,
+            tasks: known(tasks),
         })
     }
 

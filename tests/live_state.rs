@@ -1,0 +1,90 @@
+//! What a dashboard shows of a running app, on real containerd and systemd: its logs
+//! from the journal, what its slice uses, and one containerd shim for all its containers.
+
+mod common;
+
+use common::host::{Host, settled};
+use std::time::Duration;
+
+async fn install(host: &Host, app_name: &str, app_id: &str) -> serde_json::Value {
+    let query = format!("app_name={app_name}&customer_app_name={app_id}&app_version=1");
+    assert_eq!(host.call("AppInstall", &query).await.status, 200);
+    let (status, _) = host.watch(app_id, Duration::from_secs(120), settled).await;
+    assert_eq!(status["status"], "running", "{status}");
+    status
+}
+
+/// The messages AppLogs answers, each as "service: message".
+async fn logs(host: &Host, query: &str) -> Vec<String> {
+    let reply = host.call("AppLogs", query).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            assert!(entry["time"].as_str().unwrap().ends_with('Z'), "{entry}");
+            format!(
+                "{}: {}",
+                entry["service"].as_str().unwrap(),
+                entry["message"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn logs_usage_and_one_shim_per_app() {
+    let host = Host::boot();
+    install(&host, "duo", "blog").await;
+
+    let all = logs(&host, "app_id=blog").await;
+    for line in [
+        "db: db starting",
+        "web: web starting",
+        "web: web reached db",
+    ] {
+        assert!(all.iter().any(|l| l == line), "{line:?} not in {all:#?}");
+    }
+    let web = logs(&host, "app_id=blog&service=web").await;
+    assert!(web.iter().all(|l| l.starts_with("web: ")), "{web:#?}");
+    assert!(web.iter().any(|l| l == "web: web reached db"), "{web:#?}");
+    let last = logs(&host, "app_id=blog&lines=1").await;
+    assert_eq!(last.len(), 1, "{last:?}");
+    let bad = host.call("AppLogs", "app_id=blog&lines=0").await;
+    assert_eq!(bad.code(), "Param.Format.Error", "{bad:?}");
+    let none = host.call("AppLogs", "app_id=nosuch").await;
+    assert_eq!(none.code(), "Param.APPID.NotExist", "{none:?}");
+
+    // Both containers of the app are served by one shim.
+    let shims = host
+        .sandbox
+        .run("pgrep", &["-c", "-f", "containerd-shim-runc-v2"]);
+    assert_eq!(
+        String::from_utf8_lossy(&shims.stdout).trim(),
+        "1",
+        "{shims:?}"
+    );
+
+    // usage is the slice's, and follows what the app takes.
+    let status = install(&host, "hog", "hog").await;
+    let before = status["usage"]["memory_bytes"].as_u64().unwrap();
+    assert!(
+        before > 0 && status["usage"]["tasks"].as_u64().unwrap() >= 2,
+        "{status}"
+    );
+    std::fs::write(host.sandbox.path("appunit/apps/hog/data/signal/go"), "").unwrap();
+    let (status, _) = host
+        .watch("hog", Duration::from_secs(30), |s| {
+            s["usage"]["memory_bytes"].as_u64().unwrap_or(0) > before + 45 * 1024 * 1024
+        })
+        .await;
+    assert!(
+        status["usage"]["cpu_usec"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let reply = host.call("AppStop", "app_id=hog").await;
+    assert_eq!(reply.status, 200);
+    assert!(host.status("hog").await["usage"].is_null());
+}
