@@ -69,12 +69,16 @@ async fn install_to_running_and_every_lifecycle_action() {
             "{line:?} not in the journal:\n{journal}"
         );
     }
-    // Both containers run in the app's slice.
-    let slice = host.sandbox.systemctl(&["status", "appunit-blog.slice"]);
-    assert!(
-        slice.contains("appunit-blog-web.scope") && slice.contains("appunit-blog-db.scope"),
-        "{slice}"
-    );
+    // Both containers run in the app's slice, each in its scope (runc's systemd driver).
+    for scope in ["appunit-blog-web.scope", "appunit-blog-db.scope"] {
+        let shown = host
+            .sandbox
+            .systemctl(&["show", "-p", "Slice,ActiveState", scope]);
+        assert_eq!(
+            shown, "Slice=appunit-blog.slice\nActiveState=active",
+            "{scope}"
+        );
+    }
 
     // AppStop: stopped, and it stays stopped (disabled for boot).
     assert_eq!(host.call("AppStop", "app_id=blog").await.status, 200);

@@ -1,6 +1,7 @@
 //! The seven Actions: validation in the seed's order (blank, format, existence), then
 //! the lifecycle step. Answers are plain data; the api layer wraps them.
 
+pub mod events;
 pub mod params;
 
 use crate::app::{AppFolder, unit_name};
@@ -267,7 +268,7 @@ impl Actions {
                     port = record.http_port,
                     "install queued"
                 );
-                self.lifecycle.queued();
+                self.lifecycle.queued(&record.app_id);
                 Ok(record.app_id)
             }
             Err(StoreError::Exists(id, status)) => Err(name_taken(id, status)),

@@ -192,7 +192,8 @@ fn run_daemon(config_path: &Path) -> Result<(), String> {
         let actions = Arc::new(Actions::new(store, catalog, config, lifecycle.clone()));
         // Interrupted installs go back to the queue before the queue runs; interrupted
         // uninstalls are finished.
-        tokio::spawn(lifecycle.reconcile());
+        tokio::spawn(lifecycle.clone().reconcile());
+        tokio::spawn(lifecycle.clone().watch_units());
         // Harmless when not started by systemd (no NOTIFY_SOCKET).
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         if let Some(timeout) = sd_notify::watchdog_enabled() {

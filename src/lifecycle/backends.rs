@@ -13,6 +13,8 @@ use crate::runtime::net::{NetError, Network};
 use crate::runtime::oci::Accounts;
 use crate::runtime::systemd::{Systemd, SystemdError, UnitStatus, Usage};
 use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -65,6 +67,8 @@ pub trait UnitManager: Send + Sync {
     async fn restart(&self, unit: &str) -> Result<(), SystemdError>;
     async fn status(&self, unit: &str) -> Result<UnitStatus, SystemdError>;
     async fn slice_usage(&self, slice: &str) -> Result<Usage, SystemdError>;
+    /// The names of units as systemd reports their state changing.
+    async fn unit_changes(&self) -> Result<BoxStream<'static, String>, SystemdError>;
 }
 
 /// Blocking (it runs `ip` and the CNI plugins): called from `spawn_blocking`.
@@ -269,6 +273,10 @@ impl UnitManager for SystemdBackend {
 
     async fn slice_usage(&self, slice: &str) -> Result<Usage, SystemdError> {
         self.systemd().await?.slice_usage(slice).await
+    }
+
+    async fn unit_changes(&self) -> Result<BoxStream<'static, String>, SystemdError> {
+        Ok(self.systemd().await?.unit_changes().await?.boxed())
     }
 }
 

@@ -12,6 +12,8 @@ use crate::runtime::net::NetError;
 use crate::runtime::oci::{Accounts, ImageConfig};
 use crate::runtime::systemd::{SystemdError, UnitState, UnitStatus, Usage};
 use async_trait::async_trait;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
@@ -260,6 +262,10 @@ impl UnitManager for FakeHost {
 
     async fn slice_usage(&self, _slice: &str) -> Result<Usage, SystemdError> {
         Ok(Usage::default())
+    }
+
+    async fn unit_changes(&self) -> Result<BoxStream<'static, String>, SystemdError> {
+        Ok(futures_util::stream::pending().boxed())
     }
 }
 

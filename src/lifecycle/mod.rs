@@ -29,10 +29,11 @@ use crate::runtime::systemd::{SystemdError, UnitState, Usage};
 use crate::store::{
     AppRecord, Phase, StatusReason, Store, StoreError, Transition, UninstallRequest,
 };
+use futures_util::StreamExt;
 use registry::{Busy, Registry};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, broadcast};
 use unit_file::unit_file;
 
 /// An app's state as the SPEC names it.
@@ -144,6 +145,8 @@ pub struct Lifecycle {
     backends: Backends,
     registry: Registry,
     wake: Notify,
+    /// The id of every app whose status may have changed, as it happens: GET /Events.
+    changes: broadcast::Sender<String>,
 }
 
 impl Lifecycle {
@@ -162,6 +165,37 @@ impl Lifecycle {
             backends,
             registry: Registry::default(),
             wake: Notify::new(),
+            changes: broadcast::channel(CHANGES_QUEUED).0,
+        }
+    }
+
+    /// The ids of apps whose status may have changed from now on. A receiver that
+    /// lags behind is told so (and should look at every app again).
+    pub fn changes(&self) -> broadcast::Receiver<String> {
+        self.changes.subscribe()
+    }
+
+    fn changed(&self, app_id: &str) {
+        // No receiver is no one to tell.
+        let _ = self.changes.send(app_id.to_string());
+    }
+
+    /// Relays systemd's reports of app units changing state, for the daemon's lifetime:
+    /// a unit stopped by hand is a change like any other.
+    pub async fn watch_units(self: Arc<Self>) {
+        loop {
+            match self.backends.units.unit_changes().await {
+                Ok(mut units) => {
+                    while let Some(unit) = units.next().await {
+                        if let Some(app_id) = app_of_unit(&unit) {
+                            self.changed(app_id);
+                        }
+                    }
+                    tracing::warn!("systemd's signals ended; subscribing again");
+                }
+                Err(err) => tracing::debug!(%err, "subscribing to systemd's signals"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         }
     }
 
@@ -177,7 +211,8 @@ impl Lifecycle {
     }
 
     /// Wakes the install queue: an app was queued.
-    pub fn queued(&self) {
+    pub fn queued(&self, app_id: &str) {
+        self.changed(app_id);
         self.wake.notify_one();
     }
 
@@ -188,10 +223,13 @@ impl Lifecycle {
         transition: Transition,
         reason: Option<StatusReason>,
     ) -> Result<Phase, StoreError> {
-        let app = app.clone();
-        self.store
-            .blocking(move |store| store.transition(&app, transition, reason.as_ref()))
-            .await
+        let moved = app.clone();
+        let from = self
+            .store
+            .blocking(move |store| store.transition(&moved, transition, reason.as_ref()))
+            .await?;
+        self.changed(&app.app_id);
+        Ok(from)
     }
 
     /// Runs the install queue for the daemon's lifetime: up to `max_parallel_installs`
@@ -229,6 +267,7 @@ impl Lifecycle {
                 tracing::debug!(%err, "not installing");
                 return None;
             }
+            self.changed(&app.app_id);
             let lifecycle = self.clone();
             Some(tokio::spawn(async move {
                 lifecycle.install(app, progress, cancel).await;
@@ -304,12 +343,14 @@ impl Lifecycle {
             Change::Start | Change::Restart => units.enable(&unit).await,
         }
         .map_err(container_error)?;
-        match change {
+        let done = match change {
             Change::Start => units.start(&unit).await,
             Change::Stop => units.stop(&unit).await,
             Change::Restart => units.restart(&unit).await,
-        }
-        .map_err(container_error)
+        };
+        // systemd reports the unit's states as they come; the end is told here too.
+        self.changed(app_id);
+        done.map_err(container_error)
     }
 
     /// AppUninstall, in any phase, under the caller's `Operation::Uninstall` guard: an
@@ -334,6 +375,7 @@ impl Lifecycle {
                 StoreError::Refused { .. } => AppError::AppIdNotExist(app_id.into()),
                 err => err.into(),
             })?;
+        self.changed(app_id);
         // A queued app has nothing on the host yet.
         if from != Phase::Queuing {
             self.teardown(app_id, request.delete_image)
@@ -349,6 +391,7 @@ impl Lifecycle {
         self.store
             .blocking(move |store| store.remove(&removed))
             .await?;
+        self.changed(app_id);
         Ok(())
     }
 
@@ -541,6 +584,14 @@ impl Lifecycle {
             }
         }
     }
+}
+
+/// How many changes a slow /Events client may fall behind before it is told it lagged.
+const CHANGES_QUEUED: usize = 1024;
+
+/// `blog` of `appunit-blog.service`.
+fn app_of_unit(unit: &str) -> Option<&str> {
+    unit.strip_prefix("appunit-")?.strip_suffix(".service")
 }
 
 fn container_error(err: SystemdError) -> AppError {

@@ -57,6 +57,23 @@ impl UnitState {
     }
 }
 
+/// The unit an object path of systemd's names: `/org/freedesktop/systemd1/unit/` and
+/// the name with every byte outside `[A-Za-z0-9]` written as `_xx` (hex).
+fn unit_of_path(path: &str) -> Option<String> {
+    let escaped = path.strip_prefix("/org/freedesktop/systemd1/unit/")?;
+    let mut name = Vec::with_capacity(escaped.len());
+    let mut bytes = escaped.bytes();
+    while let Some(byte) = bytes.next() {
+        if byte == b'_' {
+            let hex = [bytes.next()?, bytes.next()?];
+            name.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            name.push(byte);
+        }
+    }
+    String::from_utf8(name).ok()
+}
+
 /// AppStatusInfo's `usage`: an app's slice, as systemd accounts for it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Usage {
@@ -130,6 +147,30 @@ impl Systemd {
             units: Mutex::default(),
             links_changed: AtomicBool::new(false),
         })
+    }
+
+    /// The names of units whose state systemd reports changed, as it reports them (the
+    /// PropertiesChanged signals of their Unit interface): a unit stopped by hand shows.
+    pub async fn unit_changes(
+        &self,
+    ) -> Result<impl futures_util::Stream<Item = String> + Send + use<>> {
+        let unreachable = |e: zbus::Error| SystemdError::Unreachable(e.to_string());
+        let rule = zbus::MatchRule::builder()
+            .msg_type(zbus::message::Type::Signal)
+            .interface("org.freedesktop.DBus.Properties")
+            .member("PropertiesChanged")
+            .path_namespace("/org/freedesktop/systemd1/unit")
+            .add_arg("org.freedesktop.systemd1.Unit")
+            .build()
+            .map_err(unreachable)?;
+        let messages = zbus::MessageStream::for_match_rule(rule, &self.connection, None)
+            .await
+            .map_err(unreachable)?;
+        Ok(messages.filter_map(|message| async move {
+            let message = message.ok()?;
+            let header = message.header();
+            unit_of_path(header.path()?.as_str())
+        }))
     }
 
     /// Writes a unit file (atomically: readers never see half of it) and reloads.
@@ -445,5 +486,20 @@ fn call_error(call: &'static str, unit: &str) -> impl Fn(zbus::Error) -> Systemd
         call,
         unit: unit.clone(),
         cause: error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unit_names_come_back_from_object_paths() {
+        assert_eq!(
+            unit_of_path("/org/freedesktop/systemd1/unit/appunit_2dblog_2eservice").as_deref(),
+            Some("appunit-blog.service")
+        );
+        assert_eq!(unit_of_path("/org/freedesktop/systemd1/unit/bad_2"), None);
+        assert_eq!(unit_of_path("/org/freedesktop/systemd1"), None);
     }
 }
