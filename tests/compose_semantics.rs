@@ -55,17 +55,21 @@ async fn env_files_names_limits_and_settings_inside_the_container() {
         "{page}"
     );
     assert!(page.contains("Read-only file system"), "{page}");
-    // systemd carries the limits on the container's scope in the app's slice.
+    // systemd carries the limits on the container's scope in the app's slice
+    // (MemoryLimit= on cgroup v1, MemoryMax= on v2).
     let shown = host.sandbox.systemctl(&[
         "show",
         "-p",
         "MemoryMax",
         "-p",
+        "MemoryLimit",
+        "-p",
         "TasksMax",
         "appunit-limits-web.scope",
     ]);
     assert!(
-        shown.contains("MemoryMax=50331648") && shown.contains("TasksMax=64"),
+        (shown.contains("MemoryMax=50331648") || shown.contains("MemoryLimit=50331648"))
+            && shown.contains("TasksMax=64"),
         "{shown}"
     );
     for app_id in ["envs", "limits"] {
@@ -138,7 +142,9 @@ async fn host_access_needs_the_configuration_and_one_port_cannot_be_shared() {
     let (clash, _) = host
         .watch("clash", Duration::from_secs(90), is_code("50"))
         .await;
-    let detail = clash["status_reason"]["Detail"].as_str().unwrap_or_default();
+    let detail = clash["status_reason"]["Detail"]
+        .as_str()
+        .unwrap_or_default();
     assert!(
         detail.contains("admin and web both listen on 80/tcp"),
         "{clash}"
