@@ -24,6 +24,9 @@ pub struct Config {
     pub unit_target: String,
     /// Installs run at once; 0 pauses the install queue.
     pub max_parallel_installs: usize,
+    /// Apps that need host access (privileged, devices, host namespaces, absolute
+    /// binds) install only where this is set.
+    pub allow_host_access: bool,
     pub registries: BTreeMap<String, RegistryConfig>,
 }
 
@@ -72,6 +75,7 @@ impl Default for Config {
             app_subnet: "10.89.0.0/16".into(),
             unit_target: "multi-user.target".into(),
             max_parallel_installs: 2,
+            allow_host_access: false,
             registries: BTreeMap::new(),
         }
     }

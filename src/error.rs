@@ -27,6 +27,8 @@ pub enum AppError {
     AppVersionNotExist(String),
     #[error("{0}")]
     RequirementNotEnough(String),
+    #[error("{0}")]
+    RequirementHostAccess(String),
     #[error("app_id is missing or empty")]
     AppIdBlank,
     #[error("app_id must match ^[a-z0-9]{{2,32}}$")]
@@ -64,6 +66,7 @@ pub enum Code {
     AppVersionBlank,
     AppVersionNotExist,
     RequirementNotEnough,
+    RequirementHostAccess,
     AppIdBlank,
     AppIdFormat,
     AppIdNotExist,
@@ -77,7 +80,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 19] = [
+    pub const ALL: [Code; 20] = [
         Code::AppNameBlank,
         Code::AppNameNotExist,
         Code::CustomerAppNameBlank,
@@ -87,6 +90,7 @@ impl Code {
         Code::AppVersionBlank,
         Code::AppVersionNotExist,
         Code::RequirementNotEnough,
+        Code::RequirementHostAccess,
         Code::AppIdBlank,
         Code::AppIdFormat,
         Code::AppIdNotExist,
@@ -112,6 +116,7 @@ impl Code {
             Code::AppVersionBlank => "Param.AppVersion.Blank",
             Code::AppVersionNotExist => "Param.AppVersion.NotExist",
             Code::RequirementNotEnough => "Requirement.NotEnough",
+            Code::RequirementHostAccess => "Requirement.HostAccess",
             Code::AppIdBlank => "Param.APPID.Blank",
             Code::AppIdFormat => "Param.APPID.FormatError",
             Code::AppIdNotExist => "Param.APPID.NotExist",
@@ -150,6 +155,7 @@ impl AppError {
             AppVersionBlank => Code::AppVersionBlank,
             AppVersionNotExist(_) => Code::AppVersionNotExist,
             RequirementNotEnough(_) => Code::RequirementNotEnough,
+            RequirementHostAccess(_) => Code::RequirementHostAccess,
             AppIdBlank => Code::AppIdBlank,
             AppIdFormat => Code::AppIdFormat,
             AppIdNotExist(_) => Code::AppIdNotExist,

@@ -48,6 +48,10 @@ pub fn message(code: Code, language: Language) -> &'static str {
             "系统资源（cpu，内存，磁盘空间）不足",
             "Insufficient system resources (cpu, memory, disk space).",
         ),
+        Code::RequirementHostAccess => (
+            "该应用需要访问主机（特权模式、设备、主机网络或主机目录），但配置未允许（allow_host_access）",
+            "The app needs host access (privileged mode, devices, host namespaces or host folders), which the configuration does not allow (allow_host_access).",
+        ),
         Code::AppIdBlank => ("APP_ID 不能为空", "APP_ID must not be empty."),
         Code::AppIdFormat => (
             "APP_ID 只能是数字和小写字母组成",

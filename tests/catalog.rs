@@ -85,18 +85,18 @@ fn broken_app_toml_is_rejected_naming_file_and_key() {
 #[test]
 fn compose_with_an_unknown_key_is_rejected_naming_file_and_key() {
     let (path, message) = broken("compose.yaml", |text| {
-        text.replacen("    image:", "    restart: always\n    image:", 1)
+        text.replacen("    image:", "    secrets: [token]\n    image:", 1)
     });
     assert!(message.contains(path.to_str().unwrap()), "{message}");
     assert!(
-        message.contains("restart") && message.contains("services.nginx"),
+        message.contains("secrets") && message.contains("services.nginx"),
         "{message}"
     );
 
     let (_, message) = broken("compose.yaml", |text| {
-        format!("{text}\nnetworks:\n  front: {{}}\n")
+        format!("{text}\nconfigs:\n  front: {{}}\n")
     });
-    assert!(message.contains("networks"), "{message}");
+    assert!(message.contains("configs"), "{message}");
 }
 
 #[test]

@@ -234,6 +234,12 @@ impl Actions {
         if !shortfalls.is_empty() {
             return Err(AppError::RequirementNotEnough(shortfalls.join("; ")));
         }
+        if app.host_access && !self.config.allow_host_access {
+            return Err(AppError::RequirementHostAccess(format!(
+                "{app_name} needs host access ({}); set allow_host_access = true to install it",
+                app.host_access_keys().join(", ")
+            )));
+        }
         let _busy = self.lifecycle.begin(app_id, Operation::Install)?;
         // Kept data expects its own password; a new install gets one never used before.
         let password = kept.map_or_else(

@@ -1,5 +1,6 @@
-//! Compose-style `${VAR}` interpolation: `${VAR}`, `${VAR:-default}`, `${VAR-default}`,
-//! `$VAR`, and `$$` for a literal dollar.
+//! Compose-style interpolation: `${VAR}`, `$VAR`, `${VAR:-default}`, `${VAR-default}`,
+//! `${VAR:?error}`, `${VAR?error}`, `${VAR:+alternative}`, `${VAR+alternative}`, nested
+//! references in defaults, and `$$` for a literal dollar.
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum InterpolateError {
@@ -9,10 +10,12 @@ pub enum InterpolateError {
     Unterminated(String),
     #[error("invalid variable name {0:?}")]
     BadName(String),
+    #[error("variable {name} is required: {message}")]
+    Required { name: String, message: String },
 }
 
 /// Fills `text` from `lookup`. A variable `lookup` does not know is an error unless the
-/// reference carries a default.
+/// reference says what to do without it.
 pub fn interpolate(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
@@ -26,8 +29,7 @@ pub fn interpolate(
             out.push('$');
             rest = tail;
         } else if let Some(braced) = after.strip_prefix('{') {
-            let end = braced
-                .find('}')
+            let end = closing_brace(braced)
                 .ok_or_else(|| InterpolateError::Unterminated(text.to_string()))?;
             out.push_str(&expand(&braced[..end], lookup)?);
             rest = &braced[end + 1..];
@@ -47,24 +49,57 @@ pub fn interpolate(
     Ok(out)
 }
 
+/// The `}` that closes a `${`, past nested `${…}` in its default.
+fn closing_brace(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let bytes = text.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'{' if i > 0 && bytes[i - 1] == b'$' => depth += 1,
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+    }
+    None
+}
+
 fn expand(
     reference: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, InterpolateError> {
-    let (name, default) = match reference.split_once(":-").or(reference.split_once('-')) {
-        Some((name, default)) => (name, Some(default)),
-        None => (reference, None),
-    };
-    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let len = reference
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(reference.len());
+    let (name, modifier) = reference.split_at(len);
+    let valid = name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_');
     if !valid {
-        return Err(InterpolateError::BadName(name.to_string()));
+        return Err(InterpolateError::BadName(reference.to_string()));
     }
-    match (lookup(name), default) {
-        (Some(value), Some(default)) if value.is_empty() => Ok(default.to_string()),
-        (Some(value), _) => Ok(value),
-        (None, Some(default)) => Ok(default.to_string()),
-        (None, None) => Err(InterpolateError::Unknown(name.to_string())),
+    let value = lookup(name);
+    // With a colon, an empty value counts as unset.
+    let (set, operator, word) = match modifier.get(..2) {
+        Some(op @ (":-" | ":?" | ":+")) => (
+            value.as_ref().is_some_and(|v| !v.is_empty()),
+            &op[1..],
+            &modifier[2..],
+        ),
+        _ => match modifier.get(..1) {
+            Some(op @ ("-" | "?" | "+")) => (value.is_some(), op, &modifier[1..]),
+            None => (value.is_some(), "", ""),
+            Some(_) => return Err(InterpolateError::BadName(reference.to_string())),
+        },
+    };
+    match (operator, set) {
+        ("", true) | ("-", true) | ("?", true) => Ok(value.unwrap_or_default()),
+        ("", false) => Err(InterpolateError::Unknown(name.to_string())),
+        ("-", false) => interpolate(word, lookup),
+        ("?", false) => Err(InterpolateError::Required {
+            name: name.to_string(),
+            message: word.to_string(),
+        }),
+        ("+", true) => interpolate(word, lookup),
+        _ => Ok(String::new()),
     }
 }
 
@@ -87,7 +122,17 @@ mod tests {
             ("$APP_NAME/y", "blog/y"),
             ("${NOPE:-dflt}", "dflt"),
             ("${EMPTY:-dflt}", "dflt"),
+            ("${EMPTY-dflt}", ""),
+            ("${NOPE-dflt}", "dflt"),
             ("${APP_NAME:-dflt}", "blog"),
+            ("${APP_NAME:?must}", "blog"),
+            ("${EMPTY?must}", ""),
+            ("${APP_NAME:+alt}", "alt"),
+            ("${EMPTY:+alt}", ""),
+            ("${EMPTY+alt}", "alt"),
+            ("${NOPE+alt}", ""),
+            ("${NOPE:-${APP_NAME}-db}", "blog-db"),
+            ("${NOPE:-a:b}", "a:b"),
             ("cost $$5", "cost $5"),
             ("a $ b", "a $ b"),
             ("plain", "plain"),
@@ -103,12 +148,27 @@ mod tests {
             interpolate("${NOPE}", &vars),
             Err(InterpolateError::Unknown("NOPE".into()))
         );
+        assert_eq!(
+            interpolate("${EMPTY:?set it}", &vars),
+            Err(InterpolateError::Required {
+                name: "EMPTY".into(),
+                message: "set it".into()
+            })
+        );
+        assert!(matches!(
+            interpolate("${NOPE?x}", &vars),
+            Err(InterpolateError::Required { .. })
+        ));
         assert!(matches!(
             interpolate("${APP_NAME", &vars),
             Err(InterpolateError::Unterminated(_))
         ));
         assert!(matches!(
             interpolate("${1X}", &vars),
+            Err(InterpolateError::BadName(_))
+        ));
+        assert!(matches!(
+            interpolate("${A B}", &vars),
             Err(InterpolateError::BadName(_))
         ));
     }

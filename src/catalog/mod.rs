@@ -4,7 +4,7 @@
 pub mod compose;
 pub mod interpolate;
 
-use compose::Compose;
+use compose::{Compose, Context};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -36,10 +36,17 @@ pub struct Requirements {
 #[derive(Debug)]
 pub struct CatalogApp {
     pub meta: AppMeta,
+    /// As read at load, with sample values for appunit's variables.
     pub compose: Compose,
     /// The compose file as written, for rendering at install time.
     pub compose_text: String,
     pub logo: Logo,
+    /// The app's catalog folder: its `env_file`s and relative binds are there.
+    pub folder: PathBuf,
+    /// The folder's `.env`: defaults for the compose file's variables.
+    pub dotenv: BTreeMap<String, String>,
+    /// Whether the app needs host access (SPEC): only where `allow_host_access` is set.
+    pub host_access: bool,
 }
 
 #[derive(Debug)]
@@ -50,6 +57,27 @@ pub struct Logo {
 }
 
 impl CatalogApp {
+    /// The compose file with appunit's `variables` (then the `.env` defaults) filled in,
+    /// for an app whose data folder is `app_data`; and the filled-in text.
+    pub fn render(
+        &self,
+        variables: &dyn Fn(&str) -> Option<String>,
+        app_data: &Path,
+    ) -> Result<(Compose, String), String> {
+        let lookup = |name: &str| variables(name).or_else(|| self.dotenv.get(name).cloned());
+        let context = Context {
+            folder: &self.folder,
+            variables: &lookup,
+            app_data,
+        };
+        Compose::read(&self.compose_text, &context)
+    }
+
+    /// What needs host access, as `service: key` lines.
+    pub fn host_access_keys(&self) -> Vec<String> {
+        self.compose.host_access()
+    }
+
     /// Where the daemon serves this app's logo.
     pub fn image_url(&self) -> String {
         format!("/catalog/{}/logo.{}", self.meta.name, self.logo.extension)
@@ -124,16 +152,48 @@ fn load_app(folder: &Path) -> Result<CatalogApp, CatalogError> {
     let compose_path = folder.join("compose.yaml");
     let text = std::fs::read_to_string(&compose_path)
         .map_err(|e| fail(compose_path.clone())(e.to_string()))?;
-    let compose = Compose::parse(&text).map_err(fail(compose_path.clone()))?;
-    compose
-        .validate(&meta.web_service, meta.web_port)
-        .map_err(fail(compose_path))?;
-    Ok(CatalogApp {
+    let dotenv_path = folder.join(".env");
+    let dotenv = match std::fs::read_to_string(&dotenv_path) {
+        Ok(text) => compose::parse_env_file(&text)
+            .map_err(fail(dotenv_path))?
+            .into_iter()
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+        Err(e) => return Err(fail(dotenv_path)(e.to_string())),
+    };
+    let mut app = CatalogApp {
         meta,
-        compose,
+        compose: Compose::default(),
         compose_text: text,
         logo,
-    })
+        folder: folder.to_path_buf(),
+        dotenv,
+        host_access: false,
+    };
+    // Checked with stand-ins for what an install fills in.
+    let app_data = Path::new("/var/lib/appunit/apps")
+        .join(&app.meta.name)
+        .join("data");
+    let samples = |name: &str| {
+        Some(match name {
+            "APP_NAME" => app.meta.name.clone(),
+            "APP_VERSION" => app.meta.versions[0].clone(),
+            "APP_HTTP_PORT" => app.meta.http_port.to_string(),
+            "APP_USER" => app.meta.user_name.clone(),
+            "APP_PASSWORD" => "sample-password-0123".into(),
+            "APP_DATA" => app_data.display().to_string(),
+            _ => return None,
+        })
+    };
+    let (compose, _) = app
+        .render(&samples, &app_data)
+        .map_err(fail(compose_path.clone()))?;
+    compose
+        .validate(&app.meta.web_service, app.meta.web_port)
+        .map_err(fail(compose_path))?;
+    app.host_access = !compose.host_access().is_empty();
+    app.compose = compose;
+    Ok(app)
 }
 
 fn parse_meta(text: &str, folder: &Path) -> Result<AppMeta, String> {

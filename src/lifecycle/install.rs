@@ -95,10 +95,10 @@ impl Lifecycle {
     async fn claim_ports(&self, app: &AppRecord, compose: &Compose) -> Result<(), InstallError> {
         let mut ports: Vec<HostPort> = Vec::new();
         for (name, service) in &compose.services {
-            for spec in service.port_specs().map_err(InstallError::Plan)? {
+            for spec in &service.ports {
                 let Some(port) = spec.host else { continue };
                 let port = HostPort {
-                    ip: spec.host_ip,
+                    ip: spec.host_ip.clone(),
                     port,
                     protocol: spec.protocol.to_string(),
                 };
@@ -191,7 +191,7 @@ impl Lifecycle {
             password: app.password.clone(),
         })
         .map_err(|e| InstallError::Plan(e.to_string()))?;
-        let files = vec![
+        let mut files = vec![
             // compose.yaml and plan.json hold the app's password: root only.
             // Containers read hosts as whatever user they run as.
             (folder.compose_file(), rendered.to_string(), 0o600),
@@ -199,10 +199,17 @@ impl Lifecycle {
             (folder.plan_file(), plan_text, 0o600),
             (folder.credentials_file(), credentials, 0o600),
         ];
+        files.extend(
+            prepared
+                .files
+                .iter()
+                .map(|(path, text)| (path.clone(), text.clone(), 0o644)),
+        );
+        let copies = prepared.copies.clone();
         let folders: Vec<_> = std::iter::once(folder.data())
             .chain(prepared.folders.iter().cloned())
             .collect();
-        tokio::task::spawn_blocking(move || write_app_folder(&folders, &files))
+        tokio::task::spawn_blocking(move || write_app_folder(&folders, &files, &copies))
             .await
             .map_err(|e| InstallError::Plan(e.to_string()))??;
         for seed in &prepared.seeds {
@@ -270,7 +277,9 @@ fn render(
         })
     };
     debug_assert!(VARIABLES.iter().all(|v| variables(v).is_some()));
-    Compose::render(&catalog_app.compose_text, &variables).map_err(InstallError::Compose)
+    catalog_app
+        .render(&variables, &folder.data())
+        .map_err(InstallError::Compose)
 }
 
 /// The app's folders (the data folder first), and its files written fresh with their
@@ -278,6 +287,7 @@ fn render(
 fn write_app_folder(
     folders: &[std::path::PathBuf],
     files: &[(std::path::PathBuf, String, u32)],
+    copies: &[(std::path::PathBuf, std::path::PathBuf)],
 ) -> Result<(), InstallError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let io = |path: &Path| {
@@ -293,6 +303,12 @@ fn write_app_folder(
     if let Some(data) = folders.first() {
         std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).map_err(io(data))?;
     }
+    // Relative binds: the catalog folder's files, copied once (the app may change them).
+    for (from, to) in copies {
+        if !to.exists() {
+            copy_tree(from, to).map_err(io(from))?;
+        }
+    }
     for (path, text, mode) in files {
         let _ = std::fs::remove_file(path);
         std::fs::OpenOptions::new()
@@ -304,6 +320,27 @@ fn write_app_folder(
             .map_err(io(path))?;
     }
     Ok(())
+}
+
+/// Copies a file, or a folder with what is in it.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    if !from.exists() {
+        // As Docker makes a missing bind source: an empty folder.
+        return std::fs::create_dir_all(to);
+    }
+    if from.is_dir() {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else {
+        std::fs::copy(from, to).map(|_| ())
+    }
 }
 
 impl InstallError {

@@ -4,11 +4,13 @@
 //! seccomp filter.
 
 use super::seccomp;
+use crate::catalog::compose::Limits;
 use oci_spec::runtime::{
-    Capability, LinuxCapabilities, LinuxDeviceCgroup, LinuxNamespace, LinuxNamespaceType,
-    LinuxResources, Mount, PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec,
+    Capability, LinuxCapabilities, LinuxCpu, LinuxDevice, LinuxDeviceCgroup, LinuxDeviceType,
+    LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources, Mount, PosixRlimit,
+    PosixRlimitBuilder, PosixRlimitType, Process, Root, Spec,
 };
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// containerd's default capability set (what `ctr run` grants).
@@ -66,10 +68,50 @@ pub struct Bind {
     pub read_only: bool,
 }
 
+/// A tmpfs in the container, with mount options (`size=…`, `mode=…`, `exec`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tmpfs {
+    pub target: PathBuf,
+    pub options: Vec<String>,
+}
+
+/// A host device node given to the container (compose `devices`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceNode {
+    pub path: PathBuf,
+    pub kind: LinuxDeviceType,
+    pub major: i64,
+    pub minor: i64,
+    pub file_mode: u32,
+    pub permissions: String,
+}
+
+impl DeviceNode {
+    /// The host's device at `host`, seen at `container` in the container.
+    pub fn of(host: &Path, container: &Path, permissions: &str) -> Result<DeviceNode, String> {
+        use nix::sys::stat::{SFlag, major, minor, stat};
+        let st = stat(host).map_err(|e| format!("device {}: {e}", host.display()))?;
+        let kind = match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
+            SFlag::S_IFCHR => LinuxDeviceType::C,
+            SFlag::S_IFBLK => LinuxDeviceType::B,
+            _ => return Err(format!("{} is not a device", host.display())),
+        };
+        Ok(DeviceNode {
+            path: container.to_path_buf(),
+            kind,
+            major: major(st.st_rdev) as i64,
+            minor: minor(st.st_rdev) as i64,
+            file_mode: st.st_mode & 0o7777,
+            permissions: permissions.to_string(),
+        })
+    }
+}
+
 /// What a container runs, once the compose service is rendered.
 #[derive(Debug, Clone, Default)]
 pub struct RunSettings {
     pub hostname: String,
+    pub domainname: Option<String>,
     pub entrypoint: Option<Vec<String>>,
     pub command: Option<Vec<String>>,
     pub environment: Vec<(String, String)>,
@@ -78,19 +120,40 @@ pub struct RunSettings {
     pub accounts: Option<Accounts>,
     pub working_dir: Option<String>,
     pub binds: Vec<Bind>,
+    pub tmpfs: Vec<Tmpfs>,
+    /// The root file system read-only (compose `read_only`).
+    pub read_only: bool,
+    /// Resource limits of the process: kind, soft, hard.
+    pub ulimits: Vec<(PosixRlimitType, u64, u64)>,
+    /// Namespaced sysctls only (compose checks).
+    pub sysctls: Vec<(String, String)>,
+    /// The container's cgroup limits, inside the app's slice.
+    pub limits: Limits,
     /// The app's shared network namespace (a path under /run/netns).
     pub netns: PathBuf,
+    /// Host access: the host's network, PID or IPC namespace instead of the container's.
+    pub host_network: bool,
+    pub host_pid: bool,
+    pub host_ipc: bool,
     /// runc's systemd cgroup driver form: `slice:prefix:name`.
     pub cgroups_path: String,
     pub security: Security,
 }
 
 /// What a service may change of the default confinement (compose's `cap_add`,
-/// `cap_drop`, `security_opt` and `shm_size`, once the compose file carries them).
+/// `cap_drop`, `security_opt`, `shm_size`, `privileged` and `devices`).
 #[derive(Debug, Clone, Default)]
 pub struct Security {
     pub cap_add: Vec<Capability>,
     pub cap_drop: Vec<Capability>,
+    /// `cap_add: [ALL]` and `cap_drop: [ALL]`.
+    pub add_all_caps: bool,
+    pub drop_all_caps: bool,
+    /// `security_opt: [apparmor=…]` (runc skips it where AppArmor is off).
+    pub apparmor: Option<String>,
+    /// Host access: every capability, no seccomp filter, every device, /sys writable.
+    pub privileged: bool,
+    pub devices: Vec<DeviceNode>,
     /// `security_opt: [no-new-privileges:false]`: setuid programs may raise privileges.
     pub new_privileges: bool,
     /// `security_opt: [seccomp=unconfined]`.
@@ -307,13 +370,144 @@ const READONLY_PATHS: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-/// The default set with the service's additions and removals.
-fn capabilities(security: &Security) -> HashSet<Capability> {
-    DEFAULT_CAPABILITIES
+/// Every capability, in the kernel's numbering (bit N of a capability set).
+const ALL_CAPABILITIES: [Capability; 41] = [
+    Capability::Chown,
+    Capability::DacOverride,
+    Capability::DacReadSearch,
+    Capability::Fowner,
+    Capability::Fsetid,
+    Capability::Kill,
+    Capability::Setgid,
+    Capability::Setuid,
+    Capability::Setpcap,
+    Capability::LinuxImmutable,
+    Capability::NetBindService,
+    Capability::NetBroadcast,
+    Capability::NetAdmin,
+    Capability::NetRaw,
+    Capability::IpcLock,
+    Capability::IpcOwner,
+    Capability::SysModule,
+    Capability::SysRawio,
+    Capability::SysChroot,
+    Capability::SysPtrace,
+    Capability::SysPacct,
+    Capability::SysAdmin,
+    Capability::SysBoot,
+    Capability::SysNice,
+    Capability::SysResource,
+    Capability::SysTime,
+    Capability::SysTtyConfig,
+    Capability::Mknod,
+    Capability::Lease,
+    Capability::AuditWrite,
+    Capability::AuditControl,
+    Capability::Setfcap,
+    Capability::MacOverride,
+    Capability::MacAdmin,
+    Capability::Syslog,
+    Capability::WakeAlarm,
+    Capability::BlockSuspend,
+    Capability::AuditRead,
+    Capability::Perfmon,
+    Capability::Bpf,
+    Capability::CheckpointRestore,
+];
+
+/// `privileged` and `cap_add: [ALL]`: every capability this host can grant, as Docker
+/// gives them (runc fails on one the kernel or appunit's own bounding set lacks).
+fn host_capabilities() -> HashSet<Capability> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let bounding = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapBnd:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    ALL_CAPABILITIES
         .into_iter()
-        .chain(security.cap_add.iter().copied())
-        .filter(|cap| !security.cap_drop.contains(cap))
+        .enumerate()
+        .filter(|(bit, _)| bounding & (1 << bit) != 0)
+        .map(|(_, cap)| cap)
         .collect()
+}
+
+/// The default set with the service's additions and removals (Docker applies the
+/// drops first, so `cap_drop: [ALL]` with `cap_add` keeps what is added).
+fn capabilities(security: &Security) -> HashSet<Capability> {
+    if security.privileged || security.add_all_caps {
+        return host_capabilities();
+    }
+    let base: &[Capability] = if security.drop_all_caps {
+        &[]
+    } else {
+        &DEFAULT_CAPABILITIES
+    };
+    base.iter()
+        .copied()
+        .filter(|cap| !security.cap_drop.contains(cap))
+        .chain(security.cap_add.iter().copied())
+        .collect()
+}
+
+/// A tmpfs as Docker mounts `--tmpfs`: no setuid, device or program files unless the
+/// options say `exec`.
+fn tmpfs_mount(tmpfs: &Tmpfs) -> Mount {
+    let mut options: Vec<String> = ["nosuid", "nodev", "noexec"].map(String::from).to_vec();
+    options.extend(tmpfs.options.iter().cloned());
+    let mut mount = Mount::default();
+    mount
+        .set_destination(tmpfs.target.clone())
+        .set_typ(Some("tmpfs".into()))
+        .set_source(Some("tmpfs".into()))
+        .set_options(Some(options));
+    mount
+}
+
+/// The container's cgroup limits (runc's systemd driver sets them on its scope).
+fn resources(run: &RunSettings) -> Result<LinuxResources, String> {
+    let security = &run.security;
+    // Deny devices by default, as containerd does; runc allows the standard ones
+    // (/dev/null, /dev/zero, …) on top. Privileged: every device.
+    let mut rules = Vec::new();
+    let mut deny = LinuxDeviceCgroup::default();
+    deny.set_allow(security.privileged)
+        .set_access(Some("rwm".into()));
+    rules.push(deny);
+    for device in &security.devices {
+        let mut allow = LinuxDeviceCgroup::default();
+        allow
+            .set_allow(true)
+            .set_typ(Some(device.kind))
+            .set_major(Some(device.major))
+            .set_minor(Some(device.minor))
+            .set_access(Some(device.permissions.clone()));
+        rules.push(allow);
+    }
+    let mut resources = LinuxResources::default();
+    resources.set_devices(Some(rules));
+    let limits = &run.limits;
+    if limits.memory.is_some() || limits.memory_swap.is_some() {
+        let mut memory = LinuxMemory::default();
+        memory
+            .set_limit(limits.memory.map(|m| m as i64))
+            .set_swap(limits.memory_swap);
+        resources.set_memory(Some(memory));
+    }
+    if limits.cpus.is_some() || limits.cpu_shares.is_some() {
+        const PERIOD: u64 = 100_000;
+        let mut cpu = LinuxCpu::default();
+        cpu.set_shares(limits.cpu_shares)
+            .set_quota(limits.cpus.map(|c| (c * PERIOD as f64) as i64))
+            .set_period(limits.cpus.map(|_| PERIOD));
+        resources.set_cpu(Some(cpu));
+    }
+    if let Some(pids) = limits.pids {
+        let mut limit = LinuxPids::default();
+        limit.set_limit(pids);
+        resources.set_pids(Some(limit));
+    }
+    Ok(resources)
 }
 
 /// A host path in the container: never a way to run setuid programs or reach device
@@ -355,27 +549,59 @@ pub fn runtime_spec(image: &ImageConfig, run: &RunSettings) -> Result<Spec, Stri
         .set_permitted(Some(capabilities.clone()))
         .set_inheritable(None)
         .set_ambient(None);
-    let nofile = PosixRlimitBuilder::default()
-        .typ(PosixRlimitType::RlimitNofile)
-        .soft(DEFAULT_NOFILE)
-        .hard(DEFAULT_NOFILE)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let mut rlimits: Vec<PosixRlimit> = Vec::new();
+    let mut ulimits = run.ulimits.clone();
+    if !ulimits
+        .iter()
+        .any(|(kind, ..)| *kind == PosixRlimitType::RlimitNofile)
+    {
+        ulimits.insert(
+            0,
+            (
+                PosixRlimitType::RlimitNofile,
+                DEFAULT_NOFILE,
+                DEFAULT_NOFILE,
+            ),
+        );
+    }
+    for (kind, soft, hard) in ulimits {
+        rlimits.push(
+            PosixRlimitBuilder::default()
+                .typ(kind)
+                .soft(soft)
+                .hard(hard)
+                .build()
+                .map_err(|e| e.to_string())?,
+        );
+    }
     let mut process = Process::default();
     process
         .set_args(Some(args))
         .set_env(Some(environment(image, run)))
         .set_cwd(cwd.into())
         .set_capabilities(Some(caps))
-        .set_rlimits(Some(vec![nofile]))
+        .set_rlimits(Some(rlimits))
         .set_no_new_privileges(Some(!security.new_privileges))
+        .set_apparmor_profile(security.apparmor.clone().filter(|p| p != "unconfined"))
         .set_terminal(Some(false));
     process.user_mut().set_uid(uid).set_gid(gid);
 
     let mut mounts = default_mounts(security.shm_size);
+    if security.privileged {
+        // As Docker's: /sys and the cgroup tree writable.
+        for mount in &mut mounts {
+            if let Some(options) = mount.options().clone() {
+                mount.set_options(Some(options.into_iter().filter(|o| o != "ro").collect()));
+            }
+        }
+    }
     for bind in &run.binds {
         mounts.retain(|m| m.destination() != &bind.target);
         mounts.push(bind_mount(bind));
+    }
+    for tmpfs in &run.tmpfs {
+        mounts.retain(|m| m.destination() != &tmpfs.target);
+        mounts.push(tmpfs_mount(tmpfs));
     }
 
     let namespace = |typ, path: Option<PathBuf>| {
@@ -385,25 +611,43 @@ pub fn runtime_spec(image: &ImageConfig, run: &RunSettings) -> Result<Spec, Stri
     };
     // containerd's namespaces, the app's shared network, and a cgroup namespace for
     // the read-only /sys/fs/cgroup.
-    let namespaces = vec![
-        namespace(LinuxNamespaceType::Pid, None),
-        namespace(LinuxNamespaceType::Ipc, None),
-        namespace(LinuxNamespaceType::Uts, None),
-        namespace(LinuxNamespaceType::Mount, None),
-        namespace(LinuxNamespaceType::Network, Some(run.netns.clone())),
-        namespace(LinuxNamespaceType::Cgroup, None),
-    ];
-    // Deny devices by default, as containerd does; runc allows the standard ones
-    // (/dev/null, /dev/zero, …) on top.
-    let mut deny = LinuxDeviceCgroup::default();
-    deny.set_allow(false).set_access(Some("rwm".into()));
-    let mut resources = LinuxResources::default();
-    resources.set_devices(Some(vec![deny]));
+    // Host access leaves out the namespace the service shares with the host.
+    let mut namespaces = vec![namespace(LinuxNamespaceType::Uts, None)];
+    if !run.host_pid {
+        namespaces.push(namespace(LinuxNamespaceType::Pid, None));
+    }
+    if !run.host_ipc {
+        namespaces.push(namespace(LinuxNamespaceType::Ipc, None));
+    }
+    namespaces.push(namespace(LinuxNamespaceType::Mount, None));
+    if !run.host_network {
+        namespaces.push(namespace(
+            LinuxNamespaceType::Network,
+            Some(run.netns.clone()),
+        ));
+    }
+    namespaces.push(namespace(LinuxNamespaceType::Cgroup, None));
+    let devices: Vec<LinuxDevice> = security
+        .devices
+        .iter()
+        .map(|device| {
+            let mut node = LinuxDevice::default();
+            node.set_path(device.path.clone())
+                .set_typ(device.kind)
+                .set_major(device.major)
+                .set_minor(device.minor)
+                .set_file_mode(Some(device.file_mode));
+            node
+        })
+        .collect();
+    let sysctls: HashMap<String, String> = run.sysctls.iter().cloned().collect();
 
     let mut spec = Spec::default();
     let mut root = Root::default();
-    root.set_path("rootfs".into()).set_readonly(Some(false));
+    root.set_path("rootfs".into())
+        .set_readonly(Some(run.read_only));
     spec.set_hostname(Some(run.hostname.clone()))
+        .set_domainname(run.domainname.clone())
         .set_root(Some(root))
         .set_process(Some(process))
         .set_mounts(Some(mounts));
@@ -411,11 +655,17 @@ pub fn runtime_spec(image: &ImageConfig, run: &RunSettings) -> Result<Spec, Stri
         linux
             .set_namespaces(Some(namespaces))
             .set_cgroups_path(Some(run.cgroups_path.clone().into()))
-            .set_resources(Some(resources))
-            .set_masked_paths(Some(MASKED_PATHS.map(String::from).to_vec()))
-            .set_readonly_paths(Some(READONLY_PATHS.map(String::from).to_vec()))
+            .set_resources(Some(resources(run)?))
+            .set_devices((!devices.is_empty()).then_some(devices))
+            .set_sysctl((!sysctls.is_empty()).then_some(sysctls))
+            .set_masked_paths(
+                (!security.privileged).then(|| MASKED_PATHS.map(String::from).to_vec()),
+            )
+            .set_readonly_paths(
+                (!security.privileged).then(|| READONLY_PATHS.map(String::from).to_vec()),
+            )
             .set_seccomp(
-                (!security.seccomp_unconfined)
+                (!(security.seccomp_unconfined || security.privileged))
                     .then(|| seccomp::default_filter(&capabilities, &seccomp::Host::this())),
             );
     }
@@ -626,8 +876,8 @@ mod tests {
                 cap_add: vec![Capability::SysAdmin],
                 cap_drop: vec![Capability::NetRaw],
                 new_privileges: true,
-                seccomp_unconfined: false,
                 shm_size: Some(256 << 20),
+                ..Security::default()
             },
             ..RunSettings::default()
         };
@@ -668,5 +918,129 @@ mod tests {
         };
         let json = serde_json::to_value(runtime_spec(&image(), &run).unwrap()).unwrap();
         assert!(json["linux"]["seccomp"].is_null());
+    }
+
+    #[test]
+    fn compose_settings_reach_the_spec() {
+        let run = RunSettings {
+            domainname: Some("example.org".into()),
+            tmpfs: vec![Tmpfs {
+                target: "/run".into(),
+                options: vec!["size=1048576".into()],
+            }],
+            read_only: true,
+            ulimits: vec![
+                (PosixRlimitType::RlimitNofile, 2048, 4096),
+                (PosixRlimitType::RlimitNproc, 50, 50),
+            ],
+            sysctls: vec![("net.core.somaxconn".into(), "1024".into())],
+            limits: Limits {
+                memory: Some(64 << 20),
+                memory_swap: Some(128 << 20),
+                cpus: Some(0.5),
+                cpu_shares: Some(512),
+                pids: Some(40),
+            },
+            security: Security {
+                cap_drop: vec![Capability::Chown],
+                drop_all_caps: true,
+                cap_add: vec![Capability::NetAdmin],
+                ..Security::default()
+            },
+            ..RunSettings::default()
+        };
+        let json = serde_json::to_value(runtime_spec(&image(), &run).unwrap()).unwrap();
+        assert_eq!(json["domainname"], "example.org");
+        assert_eq!(json["root"]["readonly"], true);
+        assert_eq!(
+            json["process"]["rlimits"],
+            serde_json::json!([
+                {"type": "RLIMIT_NOFILE", "soft": 2048, "hard": 4096},
+                {"type": "RLIMIT_NPROC", "soft": 50, "hard": 50}
+            ])
+        );
+        assert_eq!(
+            json["process"]["capabilities"]["bounding"],
+            serde_json::json!(["CAP_NET_ADMIN"])
+        );
+        let tmpfs = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/run")
+            .unwrap()
+            .clone();
+        assert_eq!(tmpfs["type"], "tmpfs");
+        assert_eq!(
+            tmpfs["options"],
+            serde_json::json!(["nosuid", "nodev", "noexec", "size=1048576"])
+        );
+        let linux = &json["linux"];
+        assert_eq!(linux["sysctl"]["net.core.somaxconn"], "1024");
+        let resources = &linux["resources"];
+        assert_eq!(resources["memory"]["limit"], 64 << 20);
+        assert_eq!(resources["memory"]["swap"], 128 << 20);
+        assert_eq!(
+            (
+                resources["cpu"]["quota"].as_i64(),
+                resources["cpu"]["period"].as_u64()
+            ),
+            (Some(50_000), Some(100_000))
+        );
+        assert_eq!(resources["cpu"]["shares"], 512);
+        assert_eq!(resources["pids"]["limit"], 40);
+    }
+
+    #[test]
+    fn host_access_in_the_spec() {
+        let null = DeviceNode::of(Path::new("/dev/null"), Path::new("/dev/mynull"), "rw").unwrap();
+        assert_eq!(
+            (null.kind, null.major, null.minor),
+            (LinuxDeviceType::C, 1, 3)
+        );
+        assert!(DeviceNode::of(Path::new("/etc/hostname"), Path::new("/x"), "rw").is_err());
+        let run = RunSettings {
+            host_network: true,
+            host_pid: true,
+            security: Security {
+                privileged: true,
+                devices: vec![null],
+                ..Security::default()
+            },
+            ..RunSettings::default()
+        };
+        let json = serde_json::to_value(runtime_spec(&image(), &run).unwrap()).unwrap();
+        assert_eq!(
+            json["process"]["capabilities"]["bounding"]
+                .as_array()
+                .unwrap()
+                .len(),
+            host_capabilities().len()
+        );
+        let linux = &json["linux"];
+        assert!(linux["seccomp"].is_null() && linux["maskedPaths"].is_null());
+        let namespaces: Vec<&str> = linux["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(
+            !namespaces.contains(&"network") && !namespaces.contains(&"pid"),
+            "{namespaces:?}"
+        );
+        assert_eq!(
+            linux["resources"]["devices"][0],
+            serde_json::json!({"allow": true, "access": "rwm"})
+        );
+        assert_eq!(linux["devices"][0]["path"], "/dev/mynull");
+        let sys = json["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap()
+            .clone();
+        assert!(!sys["options"].as_array().unwrap().contains(&"ro".into()));
     }
 }

@@ -2,8 +2,12 @@
 //! starts the app's containers in dependency order in one network namespace, relays
 //! their output to the journal tagged with the service name, runs the health checks,
 //! reports READY=1 once they pass, and stops the containers gracefully on SIGTERM.
-//! When a container dies it stops the others and exits non-zero, so the unit's
-//! Restart= policy and the app's error status apply; its reason is the unit's status text.
+//! When a container exits, its `restart` policy says what happens: `always` and
+//! `unless-stopped` start it again after a backoff, `on-failure[:N]` after a non-zero
+//! status (at most N times); else the supervisor stops the others and exits non-zero,
+//! so the unit's Restart= policy and the app's error status apply; its reason is the
+//! unit's status text. A service that another needs with `service_completed_successfully`
+//! runs once per start: its exit with status 0 is its success.
 //! A containerd restart is no exit: the supervisor reconnects and waits on its tasks again.
 
 mod health;
@@ -14,15 +18,15 @@ pub use tasks::Exit;
 
 use crate::app::plan::{AppPlan, ServicePlan};
 use crate::app::{AppFolder, redact};
-use crate::catalog::compose::Condition;
+use crate::catalog::compose::{Condition, Restart};
 use crate::config::Config;
 use crate::error::error_chain;
 use crate::runtime::containerd::{Containerd, ContainerdError};
 use crate::runtime::net::NetError;
 use health::{Health, HealthChecker};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
@@ -68,6 +72,27 @@ pub enum SupervisorError {
         #[source]
         exit: Exit,
     },
+    #[error("service {service} {exit}; {dependant} needs it to complete successfully")]
+    NotCompleted {
+        service: String,
+        dependant: String,
+        #[source]
+        exit: Exit,
+    },
+}
+
+/// A restarted service waits this long, doubling per restart up to `LONGEST_BACKOFF`;
+/// one that ran `STEADY` starts over from the first pause, as Docker's restart policy.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const LONGEST_BACKOFF: Duration = Duration::from_secs(10);
+const STEADY: Duration = Duration::from_secs(10);
+
+/// What a service's exit leads to.
+enum AfterExit {
+    /// The app goes on (the service is done, or runs again).
+    Continue,
+    Stopped,
+    Failed(SupervisorError),
 }
 
 /// How the start of an app's containers ended.
@@ -88,6 +113,14 @@ struct Supervisor {
     /// Per service: its task's PID, to signal while containerd cannot be reached.
     pids: HashMap<String, u32>,
     health: HashMap<String, watch::Receiver<Health>>,
+    /// Per service: when its container last started.
+    started: HashMap<String, Instant>,
+    /// Per service: restarts since it last ran steadily.
+    restarts: HashMap<String, u32>,
+    /// Services that run once per start: another needs them to complete successfully.
+    run_once: HashSet<String>,
+    /// Services whose exit needs nothing more (one-shots done, `on-failure` with 0).
+    done: HashSet<String>,
 }
 
 /// Runs the app until SIGTERM (Ok) or until it fails: a service that exits, a failed
@@ -127,9 +160,16 @@ async fn run(
     ]);
     tracing::info!(app_id, "all services are up");
 
-    let outcome = tokio::select! {
-        _ = terminate.recv() => Ok(()),
-        (service, exit) = supervisor.first_exit() => Err(SupervisorError::Ended { service, exit }),
+    let outcome = loop {
+        let after = tokio::select! {
+            _ = terminate.recv() => AfterExit::Stopped,
+            (service, exit) = supervisor.first_exit() => supervisor.after_exit(&service, exit, terminate).await,
+        };
+        match after {
+            AfterExit::Continue => {}
+            AfterExit::Stopped => break Ok(()),
+            AfterExit::Failed(error) => break Err(error),
+        }
     };
     if let Err(error) = &outcome {
         notify_status(error, &supervisor.plan.secrets);
@@ -163,6 +203,13 @@ impl Supervisor {
             path: io_dir.clone(),
             source,
         })?;
+        let run_once = plan
+            .services
+            .iter()
+            .flat_map(|s| &s.depends_on)
+            .filter(|(_, condition)| **condition == Condition::ServiceCompletedSuccessfully)
+            .map(|(name, _)| name.clone())
+            .collect();
         Ok(Supervisor {
             containerd,
             plan,
@@ -170,6 +217,10 @@ impl Supervisor {
             exits: HashMap::new(),
             pids: HashMap::new(),
             health: HashMap::new(),
+            started: HashMap::new(),
+            restarts: HashMap::new(),
+            run_once,
+            done: HashSet::new(),
         })
     }
 
@@ -182,9 +233,17 @@ impl Supervisor {
     async fn start_all(&mut self, terminate: &mut Signal) -> StartEnded {
         for service in self.plan.services.clone() {
             for (dependency, condition) in &service.depends_on {
-                if *condition == Condition::ServiceHealthy
-                    && let Some(ended) = self.until_healthy_or_stopped(dependency, terminate).await
-                {
+                let ended = match condition {
+                    Condition::ServiceStarted => None,
+                    Condition::ServiceHealthy => {
+                        self.until_healthy_or_stopped(dependency, terminate).await
+                    }
+                    Condition::ServiceCompletedSuccessfully => {
+                        self.until_completed_or_stopped(dependency, &service.name, terminate)
+                            .await
+                    }
+                };
+                if let Some(ended) = ended {
                     return ended;
                 }
             }
@@ -192,7 +251,12 @@ impl Supervisor {
                 return StartEnded::Failed(error);
             }
         }
-        let checked: Vec<String> = self.health.keys().cloned().collect();
+        let checked: Vec<String> = self
+            .health
+            .keys()
+            .filter(|s| !self.run_once.contains(*s))
+            .cloned()
+            .collect();
         for service in checked {
             if let Some(ended) = self.until_healthy_or_stopped(&service, terminate).await {
                 return ended;
@@ -231,6 +295,83 @@ impl Supervisor {
                 service: service.to_string(),
                 exit: exit.ok().and_then(|exit| exit.clone()).unwrap_or(Exit::Gone),
             }),
+        }
+    }
+
+    /// None once the one-shot `service` exited with status 0; else how the start ends.
+    async fn until_completed_or_stopped(
+        &mut self,
+        service: &str,
+        dependant: &str,
+        terminate: &mut Signal,
+    ) -> Option<StartEnded> {
+        let mut exited = self.exits[service].clone();
+        let exit = tokio::select! {
+            exit = exited.wait_for(Option::is_some) => exit.ok().and_then(|e| e.clone()).unwrap_or(Exit::Gone),
+            _ = terminate.recv() => return Some(StartEnded::Stopped),
+        };
+        if matches!(exit, Exit::Status(0)) {
+            tracing::info!(service, "completed successfully");
+            self.done.insert(service.to_string());
+            return None;
+        }
+        Some(StartEnded::Failed(SupervisorError::NotCompleted {
+            service: service.to_string(),
+            dependant: dependant.to_string(),
+            exit,
+        }))
+    }
+
+    /// The service's restart policy applied to its exit.
+    async fn after_exit(&mut self, name: &str, exit: Exit, terminate: &mut Signal) -> AfterExit {
+        let Some(service) = self.plan.services.iter().find(|s| s.name == name).cloned() else {
+            return AfterExit::Continue;
+        };
+        let status = match exit {
+            Exit::Status(status) => Some(status),
+            _ => None,
+        };
+        let ended = || SupervisorError::Ended {
+            service: name.to_string(),
+            exit: exit.clone(),
+        };
+        if self.run_once.contains(name) && status == Some(0) {
+            self.done.insert(name.to_string());
+            return AfterExit::Continue;
+        }
+        // containerd gone for a minute: no restart can help.
+        if matches!(exit, Exit::Unwatched(_)) {
+            return AfterExit::Failed(ended());
+        }
+        let restarts = self.restarts.get(name).copied().unwrap_or(0);
+        let again = match service.restart {
+            Restart::No => false,
+            Restart::Always | Restart::UnlessStopped => true,
+            Restart::OnFailure(_) if status == Some(0) => {
+                tracing::info!(service = name, "exited with status 0: not restarted");
+                self.done.insert(name.to_string());
+                return AfterExit::Continue;
+            }
+            Restart::OnFailure(limit) => limit.is_none_or(|limit| restarts < limit),
+        };
+        if !again {
+            return AfterExit::Failed(ended());
+        }
+        let ran_steadily = self
+            .started
+            .get(name)
+            .is_some_and(|started| started.elapsed() >= STEADY);
+        let restarts = if ran_steadily { 0 } else { restarts };
+        let pause = (FIRST_BACKOFF * 2u32.saturating_pow(restarts)).min(LONGEST_BACKOFF);
+        tracing::warn!(service = name, %exit, ?pause, "restarting it (restart: {:?})", service.restart);
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = terminate.recv() => return AfterExit::Stopped,
+        }
+        self.restarts.insert(name.to_string(), restarts + 1);
+        match self.start(&service).await {
+            Ok(()) => AfterExit::Continue,
+            Err(error) => AfterExit::Failed(error),
         }
     }
 
@@ -278,6 +419,7 @@ impl Supervisor {
     /// Follows a started service: its exit, and its health while it has none yet.
     fn watch(&mut self, service: &ServicePlan, pid: u32) {
         self.pids.insert(service.name.clone(), pid);
+        self.started.insert(service.name.clone(), Instant::now());
         let (exit_sender, exit_receiver) = watch::channel(None);
         let containerd = self.containerd.clone();
         let id = service.container_id.clone();
@@ -298,17 +440,26 @@ impl Supervisor {
         }
     }
 
-    /// The first service whose task ends, and how.
+    /// The first service whose task ends, and how (of those whose exit matters).
     async fn first_exit(&self) -> (String, Exit) {
-        let waits = self.exits.iter().map(|(service, exited)| {
-            let mut exited = exited.clone();
-            let service = service.clone();
-            Box::pin(async move {
-                let exit = exited.wait_for(Option::is_some).await;
-                let exit = exit.ok().and_then(|exit| exit.clone());
-                (service, exit.unwrap_or(Exit::Gone))
+        let waits: Vec<_> = self
+            .exits
+            .iter()
+            .filter(|(service, _)| !self.done.contains(*service))
+            .map(|(service, exited)| {
+                let mut exited = exited.clone();
+                let service = service.clone();
+                Box::pin(async move {
+                    let exit = exited.wait_for(Option::is_some).await;
+                    let exit = exit.ok().and_then(|exit| exit.clone());
+                    (service, exit.unwrap_or(Exit::Gone))
+                })
             })
-        });
+            .collect();
+        if waits.is_empty() {
+            // Every service has done what it had to: the app runs until stopped.
+            return std::future::pending().await;
+        }
         futures_util::future::select_all(waits).await.0
     }
 
