@@ -254,7 +254,12 @@ fn catalog(command: CatalogCommand, json: bool) -> ExitCode {
                     }
                 }
             }
-            eprintln!("{}", import::summary(&outcomes));
+            // With --json, stdout is the JSON alone.
+            if json {
+                eprintln!("{}", import::summary(&outcomes));
+            } else {
+                println!("{}", import::summary(&outcomes));
+            }
             ExitCode::SUCCESS
         }
     }

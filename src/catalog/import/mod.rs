@@ -268,6 +268,22 @@ fn blockers(dir: &Path, mut compose: Value, first: String) -> Refusal {
     let mut blocked_by = Vec::new();
     let mut message = first;
     for _ in 0..40 {
+        // `service_completed_successfully` is SPEC's; today's loader knows two conditions.
+        if message.contains("unknown variant `service_completed_successfully`") {
+            replace_strings(&mut compose, "service_completed_successfully", "service_started");
+            let key = "depends_on.condition: service_completed_successfully".to_string();
+            if !blocked_by.contains(&key) {
+                blocked_by.push(key);
+            }
+            if write_compose(dir, &compose).is_err() {
+                break;
+            }
+            match crate::catalog::check_app(dir) {
+                Ok(()) => return accepted_by_spec(blocked_by),
+                Err(error) => message = error.message,
+            }
+            continue;
+        }
         let Some((path, field)) = unknown_field(&message) else {
             break;
         };
@@ -280,6 +296,7 @@ fn blockers(dir: &Path, mut compose: Value, first: String) -> Refusal {
         }
         let key = match segments.as_slice() {
             ["services", _, rest @ ..] if !rest.is_empty() => format!("{}.{field}", rest.join(".")),
+            ["volumes", _] => format!("volumes.{field}"),
             _ => field,
         };
         if !blocked_by.contains(&key) {
@@ -289,15 +306,7 @@ fn blockers(dir: &Path, mut compose: Value, first: String) -> Refusal {
             break;
         }
         match crate::catalog::check_app(dir) {
-            Ok(()) => {
-                let first = blocked_by[0].clone();
-                return Refusal {
-                    reason: format!("unsupported-key {first}"),
-                    detail: format!("SPEC's Compose table accepts {}; today's loader does not yet", blocked_by.join(", ")),
-                    blocked_by,
-                    spec_accepts: true,
-                };
-            }
+            Ok(()) => return accepted_by_spec(blocked_by),
             Err(error) => message = error.message,
         }
     }
@@ -309,6 +318,27 @@ fn blockers(dir: &Path, mut compose: Value, first: String) -> Refusal {
             spec_accepts: false,
         },
         None => Refusal::new("invalid", message),
+    }
+}
+
+fn accepted_by_spec(blocked_by: Vec<String>) -> Refusal {
+    Refusal {
+        reason: format!("unsupported-key {}", blocked_by[0]),
+        detail: format!(
+            "SPEC's Compose table accepts {}; today's loader does not yet",
+            blocked_by.join(", ")
+        ),
+        blocked_by,
+        spec_accepts: true,
+    }
+}
+
+fn replace_strings(value: &mut Value, from: &str, to: &str) {
+    match value {
+        Value::String(s) if s == from => *s = to.to_string(),
+        Value::Mapping(m) => m.values_mut().for_each(|v| replace_strings(v, from, to)),
+        Value::Sequence(items) => items.iter_mut().for_each(|v| replace_strings(v, from, to)),
+        _ => {}
     }
 }
 

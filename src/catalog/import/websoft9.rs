@@ -102,7 +102,27 @@ fn web_port_variable(doc: &Mapping, raw: &Vars) -> Option<String> {
         .map(str::to_string)
         .collect();
     candidates.append(&mut rest);
+    // Older apps publish another variable (often W9_HTTP_PORT) as the host port.
+    candidates.extend(host_port_variables(doc));
     candidates.into_iter().find(|v| raw.get(v).is_some() && text.contains(v.as_str()))
+}
+
+/// Variables written as the host part of a `ports` entry, in file order.
+fn host_port_variables(doc: &Mapping) -> Vec<String> {
+    let services = doc.get("services").and_then(Value::as_mapping);
+    services
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, s)| s.get("ports")?.as_sequence())
+        .flatten()
+        .filter_map(Value::as_str)
+        .filter_map(|spec| {
+            let body = spec.split('/').next()?;
+            let host = body.rsplitn(3, ':').nth(1)?;
+            let name = host.strip_prefix('$')?.trim_start_matches('{').trim_end_matches('}');
+            (!name.is_empty()).then(|| name.to_string())
+        })
+        .collect()
 }
 
 /// Leaves out the services that are Websoft9's own helpers: a Docker CLI or watchtower
