@@ -22,15 +22,23 @@ pub fn initials(trademark: &str) -> String {
                 one.chars().take(1).collect()
             }
         }
-        [first, second, ..] => [first, second].iter().filter_map(|w| w.chars().next()).collect(),
+        [first, second, ..] => [first, second]
+            .iter()
+            .filter_map(|w| w.chars().next())
+            .collect(),
     };
-    letters.iter_mut().for_each(|c| *c = c.to_uppercase().next().unwrap_or(*c));
+    letters
+        .iter_mut()
+        .for_each(|c| *c = c.to_uppercase().next().unwrap_or(*c));
     letters.into_iter().collect()
 }
 
 pub fn initials_svg(trademark: &str, name: &str) -> String {
     let text = initials(trademark);
-    let colour = COLOURS[name.bytes().fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize)) % COLOURS.len()];
+    let colour = COLOURS[name
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize))
+        % COLOURS.len()];
     let size = if text.chars().count() > 1 { 52 } else { 64 };
     let label = escape(trademark);
     let text = escape(&text);
@@ -62,6 +70,9 @@ mod tests {
         assert_eq!(initials("n8n"), "N");
         assert_eq!(initials("---"), "?");
         let svg = initials_svg("A&B <x>", "ab");
-        assert!(svg.starts_with("<svg") && svg.contains("A&amp;B &lt;x&gt;"), "{svg}");
+        assert!(
+            svg.starts_with("<svg") && svg.contains("A&amp;B &lt;x&gt;"),
+            "{svg}"
+        );
     }
 }

@@ -45,7 +45,11 @@ impl Format {
             Format::Websoft9 => "apps",
             Format::Casaos => "Apps",
         });
-        if inner.is_dir() { inner } else { src.to_path_buf() }
+        if inner.is_dir() {
+            inner
+        } else {
+            src.to_path_buf()
+        }
     }
 }
 
@@ -160,7 +164,12 @@ pub fn import(format: Format, src: &Path, into: &Path) -> Result<Vec<Outcome>, S
         .map_err(|e| format!("{}: {e}", apps_dir.display()))?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.is_dir()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     folders.sort();
     std::fs::create_dir_all(into).map_err(|e| format!("{}: {e}", into.display()))?;
@@ -173,7 +182,10 @@ pub fn import(format: Format, src: &Path, into: &Path) -> Result<Vec<Outcome>, S
     let mut written = BTreeSet::new();
     let mut outcomes = Vec::new();
     for folder in folders {
-        let source = folder.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let source = folder
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
         let drafted = match format {
             Format::Websoft9 => websoft9::draft(&folder),
             Format::Casaos => casaos::draft(&folder),
@@ -191,7 +203,13 @@ pub fn import(format: Format, src: &Path, into: &Path) -> Result<Vec<Outcome>, S
                 let taken = written.contains(&name)
                     || (into.join(&name).exists() && !earlier.contains(&name));
                 let result = if taken {
-                    Err(Refusal::new("name-taken", format!("{} already holds an app {name} that this import did not write", into.display())))
+                    Err(Refusal::new(
+                        "name-taken",
+                        format!(
+                            "{} already holds an app {name} that this import did not write",
+                            into.display()
+                        ),
+                    ))
                 } else {
                     write(&draft, &staging, into)
                 };
@@ -201,7 +219,11 @@ pub fn import(format: Format, src: &Path, into: &Path) -> Result<Vec<Outcome>, S
                 Outcome {
                     source,
                     app: Some(name),
-                    outcome: if result.is_ok() { "imported" } else { "refused" },
+                    outcome: if result.is_ok() {
+                        "imported"
+                    } else {
+                        "refused"
+                    },
                     refusal: result.err(),
                     notes: draft.notes,
                 }
@@ -233,15 +255,23 @@ fn write(draft: &Draft, staging: &Path, into: &Path) -> Result<(), Refusal> {
     for empty in &draft.empty_dirs {
         std::fs::create_dir_all(dir.join(empty)).map_err(io)?;
     }
-    let mut meta_text = String::from("# Imported by `appunit catalog import`: importing again replaces this folder.\n");
+    let mut meta_text = String::from(
+        "# Imported by `appunit catalog import`: importing again replaces this folder.\n",
+    );
     let logo_file = &draft.meta.logo;
     match &draft.logo {
         Some(path) => {
             std::fs::copy(path, dir.join(logo_file)).map_err(io)?;
         }
-        None => std::fs::write(dir.join(logo_file), logo::initials_svg(&draft.meta.trademark, name)).map_err(io)?,
+        None => std::fs::write(
+            dir.join(logo_file),
+            logo::initials_svg(&draft.meta.trademark, name),
+        )
+        .map_err(io)?,
     }
-    meta_text.push_str(&toml::to_string(&draft.meta).map_err(|e| Refusal::new("invalid", e.to_string()))?);
+    meta_text.push_str(
+        &toml::to_string(&draft.meta).map_err(|e| Refusal::new("invalid", e.to_string()))?,
+    );
     std::fs::write(dir.join("app.toml"), meta_text).map_err(io)?;
     let compose = Value::Mapping(draft.compose.clone());
     write_compose(&dir, &compose).map_err(io)?;
@@ -270,7 +300,11 @@ fn blockers(dir: &Path, mut compose: Value, first: String) -> Refusal {
     for _ in 0..40 {
         // `service_completed_successfully` is SPEC's; today's loader knows two conditions.
         if message.contains("unknown variant `service_completed_successfully`") {
-            replace_strings(&mut compose, "service_completed_successfully", "service_started");
+            replace_strings(
+                &mut compose,
+                "service_completed_successfully",
+                "service_started",
+            );
             let key = "depends_on.condition: service_completed_successfully".to_string();
             if !blocked_by.contains(&key) {
                 blocked_by.push(key);
@@ -313,7 +347,10 @@ fn blockers(dir: &Path, mut compose: Value, first: String) -> Refusal {
     match blocked_by.first() {
         Some(first) => Refusal {
             reason: format!("unsupported-key {first}"),
-            detail: format!("today's loader does not accept {}; then: {message}", blocked_by.join(", ")),
+            detail: format!(
+                "today's loader does not accept {}; then: {message}",
+                blocked_by.join(", ")
+            ),
             blocked_by,
             spec_accepts: false,
         },
@@ -358,8 +395,17 @@ fn mapping_at<'a>(value: &'a mut Value, segments: &[&str]) -> Option<&'a mut Map
 
 /// `key `P`: unknown field `F`, expected …` as (P, F).
 fn unknown_field(message: &str) -> Option<(String, String)> {
-    let path = message.strip_prefix("key `")?.split_once('`')?.0.to_string();
-    let field = message.split_once("unknown field `")?.1.split_once('`')?.0.to_string();
+    let path = message
+        .strip_prefix("key `")?
+        .split_once('`')?
+        .0
+        .to_string();
+    let field = message
+        .split_once("unknown field `")?
+        .1
+        .split_once('`')?
+        .0
+        .to_string();
     // serde_path_to_error may end the path with the field itself.
     let path = path
         .strip_suffix(&field)
@@ -396,26 +442,50 @@ fn app_name(source: &str) -> Result<String, Refusal> {
         .map(|c| c.to_ascii_lowercase())
         .collect();
     if name.is_empty() {
-        return Err(Refusal::new("invalid", format!("{source:?} gives no app name of [a-z0-9]")));
+        return Err(Refusal::new(
+            "invalid",
+            format!("{source:?} gives no app name of [a-z0-9]"),
+        ));
     }
     Ok(name)
 }
 
 /// Relative binds of the emitted services: existing sources travel with the app, missing
 /// ones become empty folders (Docker makes them so); one outside the app folder is refused.
-fn relative_binds(compose: &Mapping, folder: &Path, draft_files: &mut Vec<(PathBuf, PathBuf)>, empty: &mut Vec<PathBuf>) -> Result<(), Refusal> {
+fn relative_binds(
+    compose: &Mapping,
+    folder: &Path,
+    draft_files: &mut Vec<(PathBuf, PathBuf)>,
+    empty: &mut Vec<PathBuf>,
+) -> Result<(), Refusal> {
     let services = compose.get("services").and_then(Value::as_mapping);
-    for service in services.into_iter().flatten().filter_map(|(_, s)| s.as_mapping()) {
+    for service in services
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, s)| s.as_mapping())
+    {
         for source in normalize::bind_sources(service) {
-            let Some(relative) = source.strip_prefix("./").or_else(|| (source == ".").then_some("")) else {
+            let Some(relative) = source
+                .strip_prefix("./")
+                .or_else(|| (source == ".").then_some(""))
+            else {
                 if source.starts_with("..") {
-                    return Err(Refusal::new("invalid", format!("bind {source} is outside the app folder")));
+                    return Err(Refusal::new(
+                        "invalid",
+                        format!("bind {source} is outside the app folder"),
+                    ));
                 }
                 continue;
             };
             let relative = PathBuf::from(relative);
-            if relative.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-                return Err(Refusal::new("invalid", format!("bind {source} is outside the app folder")));
+            if relative
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+            {
+                return Err(Refusal::new(
+                    "invalid",
+                    format!("bind {source} is outside the app folder"),
+                ));
             }
             let from = folder.join(&relative);
             if draft_files.iter().any(|(_, to)| relative.starts_with(to)) {

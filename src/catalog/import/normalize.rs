@@ -9,14 +9,57 @@ use serde_yaml_ng::{Mapping, Value};
 
 /// Service keys SPEC's Compose table gives a meaning ("Catalog format").
 const SERVICE_KEYS: &[&str] = &[
-    "image", "command", "entrypoint", "environment", "env_file", "user", "working_dir",
-    "stop_signal", "stop_grace_period", "hostname", "domainname", "tty", "stdin_open",
-    "labels", "init", "ports", "volumes", "tmpfs", "shm_size", "read_only", "ulimits",
-    "sysctls", "extra_hosts", "dns", "dns_search", "depends_on", "healthcheck", "restart",
-    "deploy", "mem_limit", "memswap_limit", "cpus", "cpu_shares", "pids_limit", "cap_add",
-    "cap_drop", "security_opt", "container_name", "links", "networks", "network_mode",
-    "expose", "logging", "platform", "pull_policy", "profiles", "privileged", "devices",
-    "pid", "ipc", "cgroup_parent",
+    "image",
+    "command",
+    "entrypoint",
+    "environment",
+    "env_file",
+    "user",
+    "working_dir",
+    "stop_signal",
+    "stop_grace_period",
+    "hostname",
+    "domainname",
+    "tty",
+    "stdin_open",
+    "labels",
+    "init",
+    "ports",
+    "volumes",
+    "tmpfs",
+    "shm_size",
+    "read_only",
+    "ulimits",
+    "sysctls",
+    "extra_hosts",
+    "dns",
+    "dns_search",
+    "depends_on",
+    "healthcheck",
+    "restart",
+    "deploy",
+    "mem_limit",
+    "memswap_limit",
+    "cpus",
+    "cpu_shares",
+    "pids_limit",
+    "cap_add",
+    "cap_drop",
+    "security_opt",
+    "container_name",
+    "links",
+    "networks",
+    "network_mode",
+    "expose",
+    "logging",
+    "platform",
+    "pull_policy",
+    "profiles",
+    "privileged",
+    "devices",
+    "pid",
+    "ipc",
+    "cgroup_parent",
 ];
 const TOP_KEYS: &[&str] = &["services", "volumes", "networks", "version", "name"];
 
@@ -45,8 +88,13 @@ pub fn parse(text: &str) -> Result<(Mapping, Option<Value>), Refusal> {
     let meta = value.get("x-casaos").cloned();
     strip_extensions(&mut value);
     match value {
-        Value::Mapping(map) if map.get("services").is_some_and(Value::is_mapping) => Ok((map, meta)),
-        _ => Err(Refusal::new("unreadable", "docker-compose.yml has no services")),
+        Value::Mapping(map) if map.get("services").is_some_and(Value::is_mapping) => {
+            Ok((map, meta))
+        }
+        _ => Err(Refusal::new(
+            "unreadable",
+            "docker-compose.yml has no services",
+        )),
     }
 }
 
@@ -65,9 +113,7 @@ fn strip_extensions(value: &mut Value) {
 pub fn resolve(value: &mut Value, vars: &mut Vars) -> Result<(), Refusal> {
     match value {
         Value::String(text) => {
-            *text = vars
-                .resolve(text)
-                .map_err(|e| Refusal::new("invalid", e))?;
+            *text = vars.resolve(text).map_err(|e| Refusal::new("invalid", e))?;
         }
         Value::Mapping(map) => {
             for item in map.values_mut() {
@@ -111,7 +157,10 @@ pub fn refuse_unsupported(doc: &Mapping) -> Result<(), Refusal> {
             continue;
         };
         if service.contains_key("build") {
-            return Err(Refusal::new("build", format!("service {name} is built from a Dockerfile")));
+            return Err(Refusal::new(
+                "build",
+                format!("service {name} is built from a Dockerfile"),
+            ));
         }
         if bind_sources(service).iter().any(|s| is_docker_socket(s)) {
             return Err(Refusal::new(
@@ -136,19 +185,27 @@ pub fn refuse_unsupported(doc: &Mapping) -> Result<(), Refusal> {
             if let Some(mode) = service.get(key).and_then(Value::as_str)
                 && mode != "host"
             {
-                return Err(Refusal::unsupported(&format!("{key}: {mode}"), format!("service {name}")));
+                return Err(Refusal::unsupported(
+                    &format!("{key}: {mode}"),
+                    format!("service {name}"),
+                ));
             }
         }
         if let Some(deploy) = service.get("deploy").and_then(Value::as_mapping) {
             for key in deploy.keys().filter_map(Value::as_str) {
                 if key != "resources" {
-                    return Err(Refusal::unsupported(&format!("deploy.{key}"), format!("service {name}")));
+                    return Err(Refusal::unsupported(
+                        &format!("deploy.{key}"),
+                        format!("service {name}"),
+                    ));
                 }
             }
             let resources = deploy.get("resources").and_then(Value::as_mapping);
             for (key, body) in resources.into_iter().flatten() {
                 let key = text(key).unwrap_or_default();
-                let Some(body) = body.as_mapping() else { continue };
+                let Some(body) = body.as_mapping() else {
+                    continue;
+                };
                 for sub in body.keys().filter_map(Value::as_str) {
                     let allowed = match key.as_str() {
                         "limits" => ["cpus", "memory", "pids"].contains(&sub),
@@ -200,12 +257,18 @@ pub fn tidy(doc: &mut Mapping) -> Vec<String> {
     if let Some(services) = doc.get_mut("services").and_then(Value::as_mapping_mut) {
         for (name, service) in services.iter_mut() {
             let name = text(name).unwrap_or_default();
-            let Some(service) = service.as_mapping_mut() else { continue };
+            let Some(service) = service.as_mapping_mut() else {
+                continue;
+            };
             if service.remove("logging").is_some() {
-                notes.push(format!("{name}: `logging` left out: output goes to the journal"));
+                notes.push(format!(
+                    "{name}: `logging` left out: output goes to the journal"
+                ));
             }
             if service.remove("expose").is_some() {
-                notes.push(format!("{name}: `expose` left out: a pod's ports are all open inside it"));
+                notes.push(format!(
+                    "{name}: `expose` left out: a pod's ports are all open inside it"
+                ));
             }
             if let Some(mode) = service.get("network_mode").and_then(Value::as_str)
                 && (mode == "bridge" || mode == "default" || mode.starts_with("service:"))
@@ -252,7 +315,10 @@ pub fn tidy(doc: &mut Mapping) -> Vec<String> {
         }
     }
     if !kept_networks && doc.remove("networks").is_some() {
-        notes.push("top-level `networks` left out: the app's containers share one network namespace".into());
+        notes.push(
+            "top-level `networks` left out: the app's containers share one network namespace"
+                .into(),
+        );
     }
     notes
 }
@@ -280,7 +346,9 @@ fn short_port(port: &Value) -> Value {
                 _ => spec.into(),
             }
         }
-        other => text(other).map(Value::String).unwrap_or_else(|| other.clone()),
+        other => text(other)
+            .map(Value::String)
+            .unwrap_or_else(|| other.clone()),
     }
 }
 
@@ -290,9 +358,10 @@ fn short_volume(volume: &Value) -> Option<Value> {
     let kind = m.get("type").and_then(Value::as_str).unwrap_or("volume");
     let plain = m.keys().filter_map(Value::as_str).all(|k| {
         ["type", "source", "target", "read_only"].contains(&k)
-            || (k == "bind" && m.get("bind").and_then(Value::as_mapping).is_some_and(|b| {
-                b.keys().all(|k| k.as_str() == Some("create_host_path"))
-            }))
+            || (k == "bind"
+                && m.get("bind")
+                    .and_then(Value::as_mapping)
+                    .is_some_and(|b| b.keys().all(|k| k.as_str() == Some("create_host_path"))))
     });
     if !(plain && (kind == "bind" || kind == "volume")) {
         return None;
@@ -313,7 +382,12 @@ pub fn declare_volumes(doc: &mut Mapping) {
     let mut used = Vec::new();
     if let Some(services) = doc.get("services").and_then(Value::as_mapping) {
         for service in services.values().filter_map(Value::as_mapping) {
-            for volume in service.get("volumes").and_then(Value::as_sequence).into_iter().flatten() {
+            for volume in service
+                .get("volumes")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(source) = volume.as_str().and_then(|s| s.split(':').next())
                     && volume.as_str().is_some_and(|s| s.contains(':'))
                     && !source.starts_with(['/', '.', '~', '$'])
@@ -334,7 +408,8 @@ pub fn declare_volumes(doc: &mut Mapping) {
     }
     let top = top.as_mapping_mut().expect("made a mapping above");
     for name in used {
-        top.entry(name.into()).or_insert(Value::Mapping(Mapping::new()));
+        top.entry(name.into())
+            .or_insert(Value::Mapping(Mapping::new()));
     }
     // `name:` with nothing is how both sources declare a volume; appunit's form is `{}`.
     for value in top.values_mut() {
@@ -350,7 +425,9 @@ pub fn claim_web_port(service: &mut Mapping, published: &str) -> Option<u16> {
     let ports = service.get_mut("ports")?.as_sequence_mut()?;
     for port in ports.iter_mut() {
         let spec = port.as_str()?.to_string();
-        let (body, proto) = spec.split_once('/').map_or((spec.as_str(), ""), |(b, p)| (b, p));
+        let (body, proto) = spec
+            .split_once('/')
+            .map_or((spec.as_str(), ""), |(b, p)| (b, p));
         if proto == "udp" {
             continue;
         }

@@ -44,8 +44,8 @@ impl Vars {
                 out.push_str("$$");
                 rest = tail;
             } else if let Some(braced) = after.strip_prefix('{') {
-                let end = closing_brace(braced)
-                    .ok_or_else(|| format!("unterminated ${{ in {text:?}"))?;
+                let end =
+                    closing_brace(braced).ok_or_else(|| format!("unterminated ${{ in {text:?}"))?;
                 out.push_str(&self.expand(&braced[..end])?);
                 rest = &braced[end + 1..];
             } else {
@@ -193,10 +193,8 @@ mod tests {
     #[test]
     fn dotenv_quotes_comments_and_order() {
         let mut v = vars();
-        v.load_dotenv(
-            "# c\nW9_ID='ignored'\nA=1 # note\nB=\"$A-$W9_ID\"\nC='$A'\nexport D=x\n",
-        )
-        .unwrap();
+        v.load_dotenv("# c\nW9_ID='ignored'\nA=1 # note\nB=\"$A-$W9_ID\"\nC='$A'\nexport D=x\n")
+            .unwrap();
         assert_eq!(v.get("W9_ID"), Some("${APP_NAME}"));
         assert_eq!(v.get("A"), Some("1"));
         assert_eq!(v.get("B"), Some("1-${APP_NAME}"));

@@ -20,7 +20,11 @@ const APP_VARIABLES: [(&str, &str); 4] = [
 const HELPER_IMAGES: [&str; 3] = ["docker", "library/docker", "containrrr/watchtower"];
 
 pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
-    let source = folder.file_name().unwrap_or_default().to_string_lossy().to_string();
+    let source = folder
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
     let name = super::app_name(&source)?;
     let compose_text = ["docker-compose.yml", "docker-compose.yaml", "compose.yaml"]
         .iter()
@@ -34,7 +38,8 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
 
     // The .env's own values, for app.toml (ports, versions, paths, user).
     let mut raw = Vars::default();
-    raw.load_dotenv(&env_text).map_err(|e| Refusal::new("invalid", format!(".env: {e}")))?;
+    raw.load_dotenv(&env_text)
+        .map_err(|e| Refusal::new("invalid", format!(".env: {e}")))?;
     let plain = |name: &str| raw.get(name).map(|v| v.replace("$$", "$"));
 
     let (mut doc, _) = normalize::parse(&compose_text)?;
@@ -48,23 +53,36 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
             vars.set_app(w9, app);
         }
     }
-    vars.load_dotenv(&env_text).map_err(|e| Refusal::new("invalid", format!(".env: {e}")))?;
+    vars.load_dotenv(&env_text)
+        .map_err(|e| Refusal::new("invalid", format!(".env: {e}")))?;
 
     leave_out_helpers(&mut doc, &mut notes)?;
     let mut value = Value::Mapping(doc);
     normalize::resolve(&mut value, &mut vars)?;
-    let Value::Mapping(mut doc) = value else { unreachable!("a mapping stays one") };
+    let Value::Mapping(mut doc) = value else {
+        unreachable!("a mapping stays one")
+    };
     inline_env_files(&mut doc, folder, &vars, &mut notes)?;
     if !vars.missing.is_empty() {
-        notes.push(format!("variables without a value, empty as in Compose: {}", vars.missing.iter().cloned().collect::<Vec<_>>().join(", ")));
+        notes.push(format!(
+            "variables without a value, empty as in Compose: {}",
+            vars.missing.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
     }
     notes.extend(normalize::tidy(&mut doc));
     normalize::declare_volumes(&mut doc);
     normalize::refuse_unsupported(&doc)?;
 
-    let (web_service, web_port) = web_entry(&doc)
-        .ok_or_else(|| Refusal::new("no-web-port", format!("no service publishes ${port_variable}")))?;
-    let http_port = plain(&port_variable).and_then(|p| p.trim().parse().ok()).filter(|p| *p > 0).unwrap_or(9000);
+    let (web_service, web_port) = web_entry(&doc).ok_or_else(|| {
+        Refusal::new(
+            "no-web-port",
+            format!("no service publishes ${port_variable}"),
+        )
+    })?;
+    let http_port = plain(&port_variable)
+        .and_then(|p| p.trim().parse().ok())
+        .filter(|p| *p > 0)
+        .unwrap_or(9000);
     let mut files = Vec::new();
     if folder.join("src").is_dir() {
         files.push((folder.join("src"), "src".into()));
@@ -72,9 +90,17 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
     let mut empty_dirs = Vec::new();
     super::relative_binds(&doc, folder, &mut files, &mut empty_dirs)?;
 
-    let trademark = variables["trademark"].as_str().filter(|t| !t.is_empty()).unwrap_or(&source).to_string();
-    let admin_path = plain("W9_ADMIN_PATH").filter(|p| p.starts_with('/')).unwrap_or_default();
-    let user_name = plain("W9_LOGIN_USER").filter(|u| !u.contains('$')).unwrap_or_default();
+    let trademark = variables["trademark"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .unwrap_or(&source)
+        .to_string();
+    let admin_path = plain("W9_ADMIN_PATH")
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or_default();
+    let user_name = plain("W9_LOGIN_USER")
+        .filter(|u| !u.contains('$'))
+        .unwrap_or_default();
     let meta = Meta {
         name,
         trademark,
@@ -88,14 +114,24 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
         user_name,
         requirements: requirements(&variables["requirements"]),
     };
-    Ok(Draft { meta, compose: doc, files, empty_dirs, logo: None, notes })
+    Ok(Draft {
+        meta,
+        compose: doc,
+        files,
+        empty_dirs,
+        logo: None,
+        notes,
+    })
 }
 
 /// The variable whose value is the web port's host port: W9_HTTP_PORT_SET, else the first
 /// other W9_*_PORT_SET that a service publishes (an app with no web UI: its main port).
 fn web_port_variable(doc: &Mapping, raw: &Vars) -> Option<String> {
     let text = serde_yaml_ng::to_string(doc).ok()?;
-    let mut candidates = vec!["W9_HTTP_PORT_SET".to_string(), "W9_HTTPS_PORT_SET".to_string()];
+    let mut candidates = vec![
+        "W9_HTTP_PORT_SET".to_string(),
+        "W9_HTTPS_PORT_SET".to_string(),
+    ];
     let mut rest: Vec<String> = text
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .filter(|w| w.starts_with("W9_") && w.ends_with("_PORT_SET"))
@@ -104,7 +140,9 @@ fn web_port_variable(doc: &Mapping, raw: &Vars) -> Option<String> {
     candidates.append(&mut rest);
     // Older apps publish another variable (often W9_HTTP_PORT) as the host port.
     candidates.extend(host_port_variables(doc));
-    candidates.into_iter().find(|v| raw.get(v).is_some() && text.contains(v.as_str()))
+    candidates
+        .into_iter()
+        .find(|v| raw.get(v).is_some() && text.contains(v.as_str()))
 }
 
 /// Variables written as the host part of a `ports` entry, in file order.
@@ -118,8 +156,11 @@ fn host_port_variables(doc: &Mapping) -> Vec<String> {
         .filter_map(Value::as_str)
         .filter_map(|spec| {
             let body = spec.split('/').next()?;
-            let host = body.rsplitn(3, ':').nth(1)?;
-            let name = host.strip_prefix('$')?.trim_start_matches('{').trim_end_matches('}');
+            let host = body.rsplit(':').nth(1)?;
+            let name = host
+                .strip_prefix('$')?
+                .trim_start_matches('{')
+                .trim_end_matches('}');
             (!name.is_empty()).then(|| name.to_string())
         })
         .collect()
@@ -146,10 +187,14 @@ fn leave_out_helpers(doc: &mut Mapping, notes: &mut Vec<String>) -> Result<(), R
             let image = service.get("image").and_then(text)?;
             let repository = image.rsplit_once(':').map_or(image.as_str(), |(r, _)| r);
             let repository = repository.trim_start_matches("docker.io/");
-            let socket = normalize::bind_sources(service).iter().any(|s| normalize::is_docker_socket(s));
+            let socket = normalize::bind_sources(service)
+                .iter()
+                .any(|s| normalize::is_docker_socket(s));
             let helper = socket && HELPER_IMAGES.contains(&repository) && !depended.contains(&name);
             let command = match service.get("command") {
-                Some(Value::Sequence(items)) => items.iter().filter_map(text).collect::<Vec<_>>().join(" "),
+                Some(Value::Sequence(items)) => {
+                    items.iter().filter_map(text).collect::<Vec<_>>().join(" ")
+                }
                 Some(other) => text(other).unwrap_or_default(),
                 None => String::new(),
             };
@@ -163,14 +208,21 @@ fn leave_out_helpers(doc: &mut Mapping, notes: &mut Vec<String>) -> Result<(), R
         } else {
             format!("ran `{command}` with the Docker CLI (docker exec into the app's containers)")
         };
-        notes.push(format!("left out Websoft9 helper `{name}` ({image}): through the Docker socket it {did}"));
+        notes.push(format!(
+            "left out Websoft9 helper `{name}` ({image}): through the Docker socket it {did}"
+        ));
     }
     Ok(())
 }
 
 /// `env_file` entries written into `environment` (which wins, as in Compose): the files'
 /// values interpolated as Compose does, appunit's variables kept as references.
-fn inline_env_files(doc: &mut Mapping, folder: &Path, vars: &Vars, notes: &mut Vec<String>) -> Result<(), Refusal> {
+fn inline_env_files(
+    doc: &mut Mapping,
+    folder: &Path,
+    vars: &Vars,
+    notes: &mut Vec<String>,
+) -> Result<(), Refusal> {
     let services = normalize::services(doc)?;
     for (name, service) in services.iter_mut() {
         let name = text(name).unwrap_or_default();
@@ -180,7 +232,10 @@ fn inline_env_files(doc: &mut Mapping, folder: &Path, vars: &Vars, notes: &mut V
             Some(Value::Sequence(items)) => items
                 .iter()
                 .filter_map(|i| match i {
-                    Value::Mapping(m) => Some((m.get("path").and_then(text)?, m.get("required").and_then(Value::as_bool).unwrap_or(true))),
+                    Value::Mapping(m) => Some((
+                        m.get("path").and_then(text)?,
+                        m.get("required").and_then(Value::as_bool).unwrap_or(true),
+                    )),
                     other => text(other).map(|p| (p, true)),
                 })
                 .collect(),
@@ -192,10 +247,17 @@ fn inline_env_files(doc: &mut Mapping, folder: &Path, vars: &Vars, notes: &mut V
             let content = match std::fs::read_to_string(&path) {
                 Ok(content) => content,
                 Err(_) if !required => continue,
-                Err(e) => return Err(Refusal::new("invalid", format!("{name}: env_file {file}: {e}"))),
+                Err(e) => {
+                    return Err(Refusal::new(
+                        "invalid",
+                        format!("{name}: env_file {file}: {e}"),
+                    ));
+                }
             };
             let mut scope = vars.clone();
-            let names = scope.load_dotenv(&content).map_err(|e| Refusal::new("invalid", format!("{name}: env_file {file}: {e}")))?;
+            let names = scope
+                .load_dotenv(&content)
+                .map_err(|e| Refusal::new("invalid", format!("{name}: env_file {file}: {e}")))?;
             for variable in names {
                 let value = scope.get(&variable).unwrap_or_default().to_string();
                 environment.insert(variable.into(), value.into());
@@ -205,7 +267,10 @@ fn inline_env_files(doc: &mut Mapping, folder: &Path, vars: &Vars, notes: &mut V
             Some(Value::Mapping(own)) => {
                 for (key, value) in own {
                     let value = match value {
-                        Value::Null => key.as_str().and_then(|k| vars.get(k)).map(|v| Value::String(v.to_string())),
+                        Value::Null => key
+                            .as_str()
+                            .and_then(|k| vars.get(k))
+                            .map(|v| Value::String(v.to_string())),
                         other => Some(other),
                     };
                     if let Some(value) = value {
@@ -231,7 +296,10 @@ fn inline_env_files(doc: &mut Mapping, folder: &Path, vars: &Vars, notes: &mut V
         }
         service.insert("environment".into(), Value::Mapping(environment));
         let list: Vec<&str> = files.iter().map(|(f, _)| f.as_str()).collect();
-        notes.push(format!("{name}: env_file {} written into `environment`", list.join(", ")));
+        notes.push(format!(
+            "{name}: env_file {} written into `environment`",
+            list.join(", ")
+        ));
     }
     Ok(())
 }
@@ -250,14 +318,25 @@ fn web_entry(doc: &Mapping) -> Option<(String, u16)> {
 }
 
 /// Versions of the edition the .env picks (W9_DIST), its W9_VERSION first.
-fn versions(variables: &serde_json::Value, dist: Option<String>, current: Option<String>) -> Vec<String> {
+fn versions(
+    variables: &serde_json::Value,
+    dist: Option<String>,
+    current: Option<String>,
+) -> Vec<String> {
     let editions = variables["edition"].as_array().cloned().unwrap_or_default();
     let edition = editions
         .iter()
-        .find(|e| dist.as_deref().is_some_and(|d| e["dist"].as_str() == Some(d)))
+        .find(|e| {
+            dist.as_deref()
+                .is_some_and(|d| e["dist"].as_str() == Some(d))
+        })
         .or(editions.first());
     let mut versions: Vec<String> = current.into_iter().filter(|v| !v.is_empty()).collect();
-    for version in edition.and_then(|e| e["version"].as_array()).into_iter().flatten() {
+    for version in edition
+        .and_then(|e| e["version"].as_array())
+        .into_iter()
+        .flatten()
+    {
         let version = match version {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
@@ -274,12 +353,14 @@ fn versions(variables: &serde_json::Value, dist: Option<String>, current: Option
 
 /// variables.json gives cores and gigabytes, as strings or numbers.
 fn requirements(json: &serde_json::Value) -> Requirements {
-    let number = |key: &str| match &json[key] {
-        serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
-        serde_json::Value::Number(n) => n.as_f64(),
-        _ => None,
-    }
-    .filter(|n| *n > 0.0);
+    let number = |key: &str| {
+        match &json[key] {
+            serde_json::Value::String(s) => s.trim().parse::<f64>().ok(),
+            serde_json::Value::Number(n) => n.as_f64(),
+            _ => None,
+        }
+        .filter(|n| *n > 0.0)
+    };
     Requirements {
         cpu: number("cpu").map_or(1, |c| c.ceil() as u32),
         memory_mb: number("memory").map_or(512, |g| (g * 1024.0) as u64),
