@@ -1,6 +1,6 @@
 //! appunit: the command line for appunitd's Actions, over its socket.
 
-use appunit::catalog::Catalog;
+use appunit::catalog::{self, Catalog, import};
 use appunit::config::{self, Config};
 use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -73,12 +73,37 @@ enum Command {
     List {
         name: Option<String>,
     },
+    /// Peer catalogs: import them, and check catalog folders as the daemon loads them.
+    Catalog {
+        #[command(subcommand)]
+        command: CatalogCommand,
+    },
     /// Shell completions, to stdout.
     Completions {
         shell: clap_complete::Shell,
     },
     /// The man page, to stdout.
     Manpage,
+}
+
+#[derive(Subcommand)]
+enum CatalogCommand {
+    /// Turn a checkout of a peer catalog into appunit app folders under DIR.
+    Import {
+        /// The source's layout.
+        #[arg(long, value_parser = ["websoft9", "casaos"])]
+        format: String,
+        /// The checkout (docker-library, or CasaOS-AppStore).
+        src: PathBuf,
+        /// Where the app folders go, e.g. /etc/appunit/catalog.d.
+        #[arg(long)]
+        into: PathBuf,
+    },
+    /// Validate catalog folders (or single app folders) exactly as appunitd loads them.
+    Check {
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+    },
 }
 
 /// Exit codes by class of error.
@@ -116,6 +141,7 @@ async fn run(cli: Cli) -> ExitCode {
             );
             return ExitCode::SUCCESS;
         }
+        Command::Catalog { command } => return catalog(command, cli.json),
         Command::Manpage => {
             let page = clap_mangen::Man::new(Cli::command());
             return match page.render(&mut std::io::stdout()) {
@@ -180,6 +206,62 @@ async fn run(cli: Cli) -> ExitCode {
     match reply {
         Ok(envelope) => report(&envelope, cli.json),
         Err(err) => fail(EXIT_FAILED, &err),
+    }
+}
+
+/// `appunit catalog`: local work on folders, no daemon involved.
+fn catalog(command: CatalogCommand, json: bool) -> ExitCode {
+    match command {
+        CatalogCommand::Check { dirs } => {
+            let report = catalog::check(&dirs);
+            for error in &report.errors {
+                eprintln!("{error}");
+            }
+            println!(
+                "{} apps valid, {} invalid",
+                report.valid.len(),
+                report.errors.len()
+            );
+            if report.errors.is_empty() && !report.valid.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+        CatalogCommand::Import { format, src, into } => {
+            let format: import::Format = match format.parse() {
+                Ok(format) => format,
+                Err(err) => return fail(EXIT_PARAMETER, &err),
+            };
+            let outcomes = match import::import(format, &src, &into) {
+                Ok(outcomes) => outcomes,
+                Err(err) => return fail(EXIT_FAILED, &err),
+            };
+            if json {
+                match serde_json::to_string_pretty(&outcomes) {
+                    Ok(text) => println!("{text}"),
+                    Err(err) => return fail(EXIT_FAILED, &err.to_string()),
+                }
+            } else {
+                for outcome in &outcomes {
+                    let app = outcome.app.as_deref().unwrap_or("-");
+                    match &outcome.refusal {
+                        None => println!("{:<24} imported as {app}", outcome.source),
+                        Some(refusal) => println!(
+                            "{:<24} refused: {} ({})",
+                            outcome.source, refusal.reason, refusal.detail
+                        ),
+                    }
+                }
+            }
+            // With --json, stdout is the JSON alone.
+            if json {
+                eprintln!("{}", import::summary(&outcomes));
+            } else {
+                println!("{}", import::summary(&outcomes));
+            }
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -81,13 +81,18 @@ fn init_logging() {
     }
 }
 
+/// The same check as `appunit catalog check` (SPEC "Catalog import").
 fn check_catalog(dirs: &[PathBuf]) -> Result<(), String> {
-    let (catalog, errors) = Catalog::load(dirs);
-    for error in &errors {
+    let report = appunit::catalog::check(dirs);
+    for error in &report.errors {
         eprintln!("{error}");
     }
-    println!("{} apps valid, {} invalid", catalog.len(), errors.len());
-    if errors.is_empty() {
+    println!(
+        "{} apps valid, {} invalid",
+        report.valid.len(),
+        report.errors.len()
+    );
+    if report.errors.is_empty() && !report.valid.is_empty() {
         Ok(())
     } else {
         Err("the catalog has invalid apps".into())

@@ -2,6 +2,7 @@
 //! catalog folder in order (a later folder overrides an app of the same name).
 
 pub mod compose;
+pub mod import;
 pub mod interpolate;
 
 use compose::{Compose, Context};
@@ -111,7 +112,7 @@ impl Catalog {
             let mut folders: Vec<PathBuf> = entries
                 .filter_map(Result::ok)
                 .map(|e| e.path())
-                .filter(|p| p.is_dir())
+                .filter(|p| p.is_dir() && !is_hidden(p))
                 .collect();
             folders.sort();
             for folder in folders {
@@ -137,6 +138,68 @@ impl Catalog {
     pub fn is_empty(&self) -> bool {
         self.apps.is_empty()
     }
+}
+
+/// What `appunit catalog check` and `appunitd check-catalog` report: each DIR is a
+/// catalog folder or one app folder (one with an app.toml), loaded exactly as the daemon
+/// loads it. A missing folder, or one with no app in it, is a problem too: never a pass.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    pub valid: Vec<PathBuf>,
+    pub errors: Vec<CatalogError>,
+}
+
+pub fn check(dirs: &[PathBuf]) -> CheckReport {
+    let mut report = CheckReport::default();
+    for dir in dirs {
+        let folders: Vec<PathBuf> = if dir.join("app.toml").is_file() {
+            vec![dir.clone()]
+        } else {
+            match std::fs::read_dir(dir) {
+                Ok(entries) => {
+                    let mut folders: Vec<PathBuf> = entries
+                        .filter_map(Result::ok)
+                        .map(|e| e.path())
+                        .filter(|p| p.is_dir() && !is_hidden(p))
+                        .collect();
+                    folders.sort();
+                    folders
+                }
+                Err(e) => {
+                    report.errors.push(CatalogError {
+                        file: dir.clone(),
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            }
+        };
+        if folders.is_empty() {
+            report.errors.push(CatalogError {
+                file: dir.clone(),
+                message: "no app folder in it (an app folder has an app.toml)".into(),
+            });
+        }
+        for folder in folders {
+            match load_app(&folder) {
+                Ok(_) => report.valid.push(folder),
+                Err(err) => report.errors.push(err),
+            }
+        }
+    }
+    report
+}
+
+/// Dot folders are not apps (an importer's staging folder, editors' folders).
+fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with('.'))
+}
+
+/// Loads one app folder as the daemon does, for the importer's own check.
+pub fn check_app(folder: &Path) -> Result<(), CatalogError> {
+    load_app(folder).map(|_| ())
 }
 
 fn load_app(folder: &Path) -> Result<CatalogApp, CatalogError> {
