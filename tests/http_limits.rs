@@ -1,7 +1,7 @@
 //! The HTTP server under hostile clients, against the real appunitd: slowloris
 //! connections are closed by the header timeout while others are served fast, and
 //! thousands of idle connections neither starve a new client nor cut a request that is
-//! under way.
+//! under way. Logos, which may be SVG documents, carry headers that keep them inert.
 
 mod common;
 
@@ -168,4 +168,32 @@ async fn five_thousand_idle_connections_do_not_starve_a_new_client() {
         "served in {served_in:?}"
     );
     assert!(daemon.is_running(), "the daemon died");
+}
+
+/// An SVG logo opened directly must not run scripts nor be sniffed as another type.
+#[test]
+fn logos_carry_nosniff_and_a_csp() {
+    let daemon = Daemon::start();
+    let mut stream = std::os::unix::net::UnixStream::connect(&daemon.socket).unwrap();
+    stream
+        .write_all(b"GET /catalog/wordpress/logo.svg HTTP/1.1\r\nhost: appunit\r\nconnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let head = reply.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("\r\ncontent-type: image/svg+xml\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("\r\nx-content-type-options: nosniff\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains(
+            "\r\ncontent-security-policy: default-src 'none'; style-src 'unsafe-inline'\r\n"
+        ),
+        "{head}"
+    );
 }
