@@ -2,6 +2,7 @@
 
 mod request;
 mod response;
+mod server;
 
 use crate::actions::params::Params;
 use crate::actions::{Action, Actions, Reply};
@@ -11,19 +12,23 @@ use bytes::Bytes;
 use futures_util::FutureExt;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{HeaderMap, Method, Request, Response};
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use request::MAX_INPUT;
+use server::{
+    BODY_TIMEOUT, Connections, HEADER_TIMEOUT, MAX_BUF, MAX_CONNECTIONS, MAX_HEADERS, Registration,
+};
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::UnixListener;
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
 
 /// Bodies up to this size are read to the end even when refused as too large.
 const MAX_DRAIN: usize = 1024 * 1024;
@@ -37,37 +42,50 @@ pub async fn serve(
     actions: Arc<Actions>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let actions = actions.clone();
-                    let service = service_fn(move |request| {
-                        let actions = actions.clone();
-                        async move { Ok::<_, Infallible>(handle(request, &actions).await) }
-                    });
-                    let connection = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service);
-                    let connection = graceful.watch(connection);
-                    tokio::spawn(async move {
-                        if let Err(err) = connection.await {
-                            tracing::debug!(%err, "connection ended with an error");
-                        }
-                    });
-                }
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_BUF)
+        .max_headers(MAX_HEADERS);
+    let connections = Connections::new(MAX_CONNECTIONS);
+    let stop = CancellationToken::new();
+    let accepting = async {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
                 Err(err) => {
                     // Out of file descriptors, most likely: back off instead of spinning.
                     tracing::warn!(%err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
                 }
-            },
-            () = &mut shutdown => break,
+            };
+            // At the cap this waits, and the listener is not polled meanwhile: further
+            // clients wait in the accept queue.
+            let registration = connections.register(&stop).await;
+            let (connections, actions) = (connections.clone(), actions.clone());
+            let id = registration.id;
+            let service = service_fn(move |request| {
+                let busy = connections.busy(id);
+                let actions = actions.clone();
+                async move {
+                    let response = handle(request, &actions).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
+                }
+            });
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::spawn(run_connection(connection, registration));
         }
+    };
+    tokio::select! {
+        () = accepting => {}
+        () = shutdown => {}
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    stop.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, connections.all_closed(MAX_CONNECTIONS))
         .await
         .is_err()
     {
@@ -75,11 +93,42 @@ pub async fn serve(
     }
 }
 
+/// Serves one connection until it ends or is asked to close: a quiet one closes at
+/// once, one in the middle of a request first answers it.
+async fn run_connection<S>(
+    connection: http1::Connection<TokioIo<UnixStream>, S>,
+    registration: Registration,
+) where
+    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    tokio::pin!(connection);
+    let ended = tokio::select! {
+        ended = connection.as_mut() => ended,
+        () = registration.close.cancelled() => {
+            if !registration.is_busy() {
+                return;
+            }
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = ended {
+        tracing::debug!(%err, "connection ended with an error");
+    }
+}
+
 async fn handle(request: Request<Incoming>, actions: &Actions) -> Response<Full<Bytes>> {
     let (parts, body) = request.into_parts();
     // The body is read before any answer, even a refusal: closing a connection with
     // unread bytes resets it, and the client would lose the answer.
-    let body = read_body(&parts.headers, body).await;
+    let body = tokio::time::timeout(BODY_TIMEOUT, read_body(&parts.headers, body))
+        .await
+        .unwrap_or_else(|_| {
+            Err(AppError::Format(format!(
+                "the body did not arrive within {BODY_TIMEOUT:?}"
+            )))
+        });
     let language = Language::from_header(header(&parts.headers, "language"));
     let path = parts.uri.path();
     if let Some(file) = path.strip_prefix("/catalog/") {
@@ -174,7 +223,22 @@ fn logo(
         (logo == format!("logo.{}", app.logo.extension)).then_some(app)
     });
     match found {
-        Some(app) => response::bytes_response(200, app.logo.content_type, app.logo.bytes.clone()),
+        Some(app) => {
+            let mut response =
+                response::bytes_response(200, app.logo.content_type, app.logo.bytes.clone());
+            // An SVG is a document that can carry scripts: the browser must neither
+            // guess another type nor run anything in it when it is opened directly.
+            let headers = response.headers_mut();
+            headers.insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
+            headers.insert(
+                "content-security-policy",
+                HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+            );
+            response
+        }
         None => {
             let error = AppError::ActionNotExist(format!("no logo at /catalog/{file}"));
             response::failure(&error, None, language)

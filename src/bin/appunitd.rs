@@ -182,6 +182,7 @@ fn run_daemon(config_path: &Path) -> Result<(), String> {
     }
     tracing::info!(apps = catalog.len(), "catalog loaded");
 
+    raise_file_limit();
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("starting tokio: {e}"))?;
     runtime.block_on(async {
         let listener = listen(&config.socket)?;
@@ -226,6 +227,22 @@ async fn feed_watchdog(timeout: std::time::Duration, store: Arc<Store>) {
             Ok(Err(error)) => tracing::error!(%error, "store unreadable: watchdog not fed"),
             Err(error) => tracing::error!(%error, "store probe failed: watchdog not fed"),
         }
+    }
+}
+
+/// Lifts the soft limit of open files to the hard one (systemd's default soft limit is
+/// 1024, kept low for programs using select(2); tokio does not): the API's connections
+/// (up to `api`'s cap) and the apps' containerd streams must not make accept() fail.
+fn raise_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(error) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(%error, soft, "cannot raise the open-file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "cannot read the open-file limit"),
     }
 }
 
