@@ -3,7 +3,7 @@
 //! a panic. Catalogs come from third parties, and the daemon loads them at every start.
 
 use appunit::catalog::Catalog;
-use appunit::catalog::compose::Compose;
+use appunit::catalog::compose::{Compose, Context};
 use proptest::prelude::*;
 use serde_yaml_ng::{Mapping, Value};
 
@@ -147,8 +147,16 @@ proptest! {
 
     #[test]
     fn compose_parse_never_panics(text in compose_text()) {
-        let _ = Compose::parse(&text);
-        let _ = Compose::render(&text, &variables);
+        let folder = std::env::temp_dir();
+        let context = Context {
+            folder: &folder,
+            variables: &variables,
+            app_data: std::path::Path::new("/var/lib/appunit/apps/x/data"),
+        };
+        if let Ok((compose, _)) = Compose::read(&text, &context) {
+            let _ = compose.validate("web", 80);
+            let _ = compose.start_order();
+        }
     }
 }
 

@@ -88,3 +88,82 @@ async fn logs_usage_and_one_shim_per_app() {
     assert_eq!(reply.status, 200);
     assert!(host.status("hog").await["usage"].is_null());
 }
+
+/// The next event for `app_id` within `limit`.
+async fn next_event(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<common::Event>,
+    app_id: &str,
+    limit: Duration,
+) -> common::Event {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let event = tokio::time::timeout_at(deadline, events.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no event for {app_id} within {limit:?}"))
+            .expect("the event stream ended");
+        if event.data["app_id"] == app_id {
+            return event;
+        }
+    }
+}
+
+#[tokio::test]
+async fn events_and_followed_logs_come_as_they_happen() {
+    let host = Host::boot();
+    let (status, content_type, mut events) = common::events(&host.socket(), "/Events").await;
+    assert_eq!((status, content_type.as_str()), (200, "text/event-stream"));
+
+    // Every phase of an install, in order, with progress while the 48 MiB image pulls.
+    let query = "app_name=duo&customer_app_name=blog&app_version=2";
+    assert_eq!(host.call("AppInstall", query).await.status, 200);
+    let mut phases: Vec<String> = Vec::new();
+    let mut progress_events = 0;
+    while phases.last().map(String::as_str) != Some("30") {
+        let event = next_event(&mut events, "blog", Duration::from_secs(120)).await;
+        assert_eq!(event.name, "app");
+        let code = event.data["status_code"].as_str().unwrap().to_string();
+        assert_ne!(code, "50", "{}", event.data);
+        if code == "10" && event.data["progress"].is_object() {
+            progress_events += 1;
+        }
+        if phases.last() != Some(&code) {
+            phases.push(code);
+        }
+    }
+    assert_eq!(phases, ["00", "10", "11", "12", "30"]);
+    assert!(progress_events >= 2, "{progress_events} progress events");
+
+    // A unit stopped by hand is an event within 100 ms of the command returning.
+    let out = host
+        .sandbox
+        .run("systemctl", &["stop", "appunit-blog.service"]);
+    let returned = std::time::Instant::now();
+    assert!(out.status.success(), "{out:?}");
+    let event = next_event(&mut events, "blog", Duration::from_secs(5)).await;
+    assert_eq!(event.data["status_code"], "40", "{}", event.data);
+    let lag = event.at.saturating_duration_since(returned);
+    eprintln!("the stop came as an event {lag:?} after systemctl returned");
+    assert!(lag < Duration::from_millis(100), "{lag:?}");
+
+    // AppLogs with follow: the last lines, then new ones as the app writes them.
+    let target = "/AppLogs?app_id=blog&service=db&lines=1&follow=true";
+    let (status, content_type, mut logs) = common::events(&host.socket(), target).await;
+    assert_eq!((status, content_type.as_str()), (200, "text/event-stream"));
+    let first = tokio::time::timeout(Duration::from_secs(5), logs.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.data["service"], "db", "{:?}", first.data);
+    assert_eq!(host.call("AppStart", "app_id=blog").await.status, 200);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = tokio::time::timeout_at(deadline, logs.recv())
+            .await
+            .expect("the start's output did not follow")
+            .unwrap();
+        assert_eq!(line.data["service"], "db", "{:?}", line.data);
+        if line.data["message"] == "db starting" {
+            break;
+        }
+    }
+}

@@ -7,6 +7,8 @@ use super::{Actions, AppDetailInfo};
 use crate::images::progress::ProgressInfo;
 use crate::messages::Language;
 use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +39,8 @@ impl Seen {
     }
 }
 
-/// The frames of one /Events client, until it leaves (the receiver is dropped).
-pub fn stream(actions: Arc<Actions>, language: Language) -> mpsc::Receiver<Bytes> {
+/// The frames of one /Events client, until it leaves (the stream is dropped).
+pub fn stream(actions: Arc<Actions>, language: Language) -> BoxStream<'static, Bytes> {
     let (frames, receiver) = mpsc::channel(64);
     let mut changes = actions.lifecycle.changes();
     tokio::spawn(async move {
@@ -84,12 +86,22 @@ pub fn stream(actions: Arc<Actions>, language: Language) -> mpsc::Receiver<Bytes
             }
         }
     });
-    receiver
+    futures_util::stream::unfold(receiver, |mut frames| async move {
+        let frame = frames.recv().await?;
+        Some((frame, frames))
+    })
+    .boxed()
 }
 
 fn frame(detail: &AppDetailInfo) -> Bytes {
     let data = serde_json::to_string(detail).unwrap_or_default();
     Bytes::from(format!("event: app\ndata: {data}\n\n"))
+}
+
+/// A frame of unnamed events: `data:` and the value as one line of JSON.
+pub fn data_frame(value: &impl serde::Serialize) -> Bytes {
+    let data = serde_json::to_string(value).unwrap_or_default();
+    Bytes::from(format!("data: {data}\n\n"))
 }
 
 impl Actions {

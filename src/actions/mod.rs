@@ -15,6 +15,9 @@ use crate::messages::{Language, message};
 use crate::runtime::journal::{self, LogEntry};
 use crate::runtime::systemd::Usage;
 use crate::store::{AppRecord, NewApp, Phase, Store, StoreError, UninstallRequest};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use params::Params;
 use rand::distr::{Alphanumeric, SampleString};
 use serde::Serialize;
@@ -94,6 +97,13 @@ pub fn is_valid_app_id(id: &str) -> bool {
 /// AppLogs' `lines`: its default and its most.
 const DEFAULT_LOG_LINES: u32 = 100;
 const MAX_LOG_LINES: u32 = 10_000;
+
+/// What a successful Action answers: `ResponseData`, or a stream of Server-Sent Events
+/// (AppLogs with `follow=true`) whose frames are ready to send.
+pub enum Answer {
+    Reply(Reply),
+    Stream(BoxStream<'static, Bytes>),
+}
 
 /// What a successful Action answers: the envelope's `ResponseData`.
 #[derive(Debug, Serialize)]
@@ -182,8 +192,8 @@ impl Actions {
         action: Action,
         params: &Params,
         language: Language,
-    ) -> Result<Reply, AppError> {
-        match action {
+    ) -> Result<Answer, AppError> {
+        let reply = match action {
             Action::Install => self.install(params).await.map(app_id_data),
             Action::Uninstall => self.uninstall(params).await.map(app_id_data),
             Action::Start | Action::Stop | Action::Restart => {
@@ -193,8 +203,9 @@ impl Actions {
                 self.status(params, language).await?,
             ))),
             Action::List => Ok(Reply::List(self.list(params, language).await?)),
-            Action::Logs => Ok(Reply::Logs(self.logs(params).await?)),
-        }
+            Action::Logs => return self.logs(params).await,
+        };
+        reply.map(Answer::Reply)
     }
 
     async fn install(&self, params: &Params) -> Result<String, AppError> {
@@ -333,7 +344,7 @@ impl Actions {
     }
 
     /// AppLogs: the app unit's journal, oldest first.
-    async fn logs(&self, params: &Params) -> Result<Vec<LogEntry>, AppError> {
+    async fn logs(&self, params: &Params) -> Result<Answer, AppError> {
         let app_id = required_app_id(params)?;
         let lines = match params.text("lines")? {
             None => DEFAULT_LOG_LINES,
@@ -345,16 +356,21 @@ impl Actions {
                     AppError::Format(format!("lines must be from 1 to {MAX_LOG_LINES}"))
                 })?,
         };
-        if params.flag("follow", false)? {
-            return Err(AppError::Format(
-                "follow=true is not served yet: poll AppLogs instead".into(),
-            ));
-        }
+        let follow = params.flag("follow", false)?;
         let service = params.text("service")?;
         self.existing(app_id).await?;
-        journal::tail(&unit_name(app_id), service, lines)
-            .await
-            .map_err(|e| AppError::System(e.to_string()))
+        let unit = unit_name(app_id);
+        let failed = |e: journal::JournalError| AppError::System(e.to_string());
+        if follow {
+            let entries = journal::follow(&unit, service, lines).map_err(failed)?;
+            let frames = futures_util::stream::unfold(entries, |mut entries| async move {
+                let entry = entries.recv().await?;
+                Some((events::data_frame(&entry), entries))
+            });
+            return Ok(Answer::Stream(frames.boxed()));
+        }
+        let entries = journal::tail(&unit, service, lines).await.map_err(failed)?;
+        Ok(Answer::Reply(Reply::Logs(entries)))
     }
 
     async fn status(&self, params: &Params, language: Language) -> Result<AppDetailInfo, AppError> {

@@ -5,12 +5,16 @@ mod response;
 mod server;
 
 use crate::actions::params::Params;
-use crate::actions::{Action, Actions, Reply};
+use crate::actions::{Action, Actions, Answer, events};
 use crate::error::AppError;
 use crate::messages::Language;
 use bytes::Bytes;
 use futures_util::FutureExt;
-use http_body_util::{BodyExt, Full, Limited};
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, Limited, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::http::request::Parts;
@@ -99,7 +103,7 @@ async fn run_connection<S>(
     connection: http1::Connection<TokioIo<UnixStream>, S>,
     registration: Registration,
 ) where
-    S: hyper::service::HttpService<Incoming, ResBody = Full<Bytes>>,
+    S: hyper::service::HttpService<Incoming, ResBody = Body>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     tokio::pin!(connection);
@@ -118,7 +122,10 @@ async fn run_connection<S>(
     }
 }
 
-async fn handle(request: Request<Incoming>, actions: &Actions) -> Response<Full<Bytes>> {
+/// Every response's body: whole, or a stream of Server-Sent Events.
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+async fn handle(request: Request<Incoming>, actions: &Arc<Actions>) -> Response<Body> {
     let (parts, body) = request.into_parts();
     // The body is read before any answer, even a refusal: closing a connection with
     // unread bytes resets it, and the client would lose the answer.
@@ -132,18 +139,43 @@ async fn handle(request: Request<Incoming>, actions: &Actions) -> Response<Full<
     let language = Language::from_header(header(&parts.headers, "language"));
     let path = parts.uri.path();
     if let Some(file) = path.strip_prefix("/catalog/") {
-        return logo(file, &parts.method, actions, language);
+        return logo(file, &parts.method, actions, language).map(BodyExt::boxed_unsync);
+    }
+    if path == "/Events" {
+        if parts.method != Method::GET {
+            let error = AppError::MethodNotAllowed(parts.method.to_string());
+            return response::failure(&error, None, language).map(BodyExt::boxed_unsync);
+        }
+        return event_stream(events::stream(actions.clone(), language));
     }
     let Some(action) = Action::from_name(path.trim_start_matches('/')) else {
         let error = AppError::ActionNotExist(format!("no Action at {path:?}"));
-        return response::failure(&error, None, language);
+        return response::failure(&error, None, language).map(BodyExt::boxed_unsync);
     };
     match call(&parts, body, action, actions, language).await {
-        Ok(data) => response::success(&data),
+        Ok(Answer::Reply(data)) => response::success(&data).map(BodyExt::boxed_unsync),
+        Ok(Answer::Stream(frames)) => event_stream(frames),
         Err((error, params)) => {
             response::failure(&error, action.failure_data(&params).as_ref(), language)
+                .map(BodyExt::boxed_unsync)
         }
     }
+}
+
+/// A `text/event-stream` of `frames`, until they end or the client leaves. Gateways
+/// are told not to buffer it.
+fn event_stream(frames: BoxStream<'static, Bytes>) -> Response<Body> {
+    let body = StreamBody::new(frames.map(|frame| Ok(Frame::data(frame))));
+    let mut response = Response::new(BodyExt::boxed_unsync(body));
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("content-type", "text/event-stream"),
+        ("cache-control", "no-cache"),
+        ("x-accel-buffering", "no"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
 }
 
 async fn call(
@@ -152,7 +184,7 @@ async fn call(
     action: Action,
     actions: &Actions,
     language: Language,
-) -> Result<Reply, (AppError, Params)> {
+) -> Result<Answer, (AppError, Params)> {
     let refuse = |error| (error, Params::default());
     if parts.method != Method::GET && parts.method != Method::POST {
         return Err(refuse(AppError::MethodNotAllowed(parts.method.to_string())));

@@ -4,7 +4,7 @@
 use super::fakes::FakeHost;
 use super::{Lifecycle, Phase};
 use crate::actions::params::{ParamValue, Params};
-use crate::actions::{Action, Actions};
+use crate::actions::{Action, Actions, Answer};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Code;
@@ -164,6 +164,9 @@ async fn an_install_walks_every_phase_in_order() {
         )
         .await
         .unwrap();
+    let Answer::Reply(status) = status else {
+        panic!("AppStatus answered a stream")
+    };
     let status = serde_json::to_value(status).unwrap();
     assert_eq!(status["status"], "running");
     queue.abort();

@@ -3,7 +3,10 @@
 
 use serde::Serialize;
 use serde_json::Value;
+use std::process::Stdio;
 use std::time::{Duration, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
 
 /// One line of an app's log, as AppLogs answers it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -24,13 +27,9 @@ pub enum JournalError {
     Failed(String),
 }
 
-/// The last `lines` entries of `unit`'s journal, oldest first, only those of `service`
-/// when one is given.
-pub async fn tail(
-    unit: &str,
-    service: Option<&str>,
-    lines: u32,
-) -> Result<Vec<LogEntry>, JournalError> {
+/// journalctl for the last `lines` entries of `unit`'s journal, only those of
+/// `service` when one is given.
+fn journalctl(unit: &str, service: Option<&str>, lines: u32) -> tokio::process::Command {
     let mut command = tokio::process::Command::new("journalctl");
     command
         .args(["--no-pager", "--output=json", "--unit", unit])
@@ -39,7 +38,19 @@ pub async fn tail(
         // Another field than the unit's: journalctl ANDs the two.
         command.arg(format!("SYSLOG_IDENTIFIER={service}"));
     }
-    let output = command.output().await.map_err(JournalError::Spawn)?;
+    command
+}
+
+/// The last `lines` entries, oldest first.
+pub async fn tail(
+    unit: &str,
+    service: Option<&str>,
+    lines: u32,
+) -> Result<Vec<LogEntry>, JournalError> {
+    let output = journalctl(unit, service, lines)
+        .output()
+        .await
+        .map_err(JournalError::Spawn)?;
     if !output.status.success() {
         return Err(JournalError::Failed(
             String::from_utf8_lossy(&output.stderr).trim().to_string(),
@@ -50,6 +61,40 @@ pub async fn tail(
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter_map(|entry| parse_entry(&entry))
         .collect())
+}
+
+/// The last `lines` entries, then every new one as it is written, until the receiver
+/// is dropped (journalctl goes with it).
+pub fn follow(
+    unit: &str,
+    service: Option<&str>,
+    lines: u32,
+) -> Result<mpsc::Receiver<LogEntry>, JournalError> {
+    let mut child = journalctl(unit, service, lines)
+        .arg("--follow")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(JournalError::Spawn)?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| JournalError::Failed("journalctl has no standard output".into()))?;
+    let (entries, receiver) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let _journalctl = child;
+        let mut lines = BufReader::new(stdout).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let entry = serde_json::from_str::<Value>(&line).ok();
+            if let Some(entry) = entry.as_ref().and_then(parse_entry)
+                && entries.send(entry).await.is_err()
+            {
+                return;
+            }
+        }
+    });
+    Ok(receiver)
 }
 
 /// An entry of `journalctl -o json`: a binary MESSAGE comes as an array of bytes.

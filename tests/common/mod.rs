@@ -247,3 +247,67 @@ pub fn assert_envelope(reply: &Reply) {
         assert_eq!(object.len(), 2, "{reply:?}");
     }
 }
+
+/// One event of a `text/event-stream`: when it came, its `event:` name (empty for
+/// unnamed events) and its `data:` as JSON.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub at: Instant,
+    pub name: String,
+    pub data: Value,
+}
+
+/// GETs `target` and relays each event of the stream it answers with, until the
+/// receiver is dropped; the response's status and content type come first.
+pub async fn events(
+    socket: &Path,
+    target: &str,
+) -> (u16, String, tokio::sync::mpsc::UnboundedReceiver<Event>) {
+    let stream = UnixStream::connect(socket).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::get(target)
+        .header("host", "appunit")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let (events, received) = tokio::sync::mpsc::unbounded_channel();
+    let mut body = response.into_body();
+    tokio::spawn(async move {
+        let _sender = sender;
+        let mut pending = String::new();
+        while let Some(Ok(frame)) = body.frame().await {
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = pending.find("\n\n") {
+                let block: String = pending.drain(..end + 2).collect();
+                let field = |name: &str| {
+                    block
+                        .lines()
+                        .find_map(|line| line.strip_prefix(name))
+                        .map(|value| value.trim().to_string())
+                };
+                let Some(data) = field("data:") else { continue };
+                let event = Event {
+                    at: Instant::now(),
+                    name: field("event:").unwrap_or_default(),
+                    data: serde_json::from_str(&data).unwrap_or(Value::Null),
+                };
+                if events.send(event).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (status, content_type, received)
+}
