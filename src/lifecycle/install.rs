@@ -199,8 +199,14 @@ impl Lifecycle {
             (folder.plan_file(), plan_text, 0o600),
             (folder.credentials_file(), credentials, 0o600),
         ];
-        let folders: Vec<_> = std::iter::once(folder.data())
-            .chain(prepared.folders.iter().cloned())
+        // Root only: what holds the app's secrets and data, and what a container plants
+        // in its volumes (a setuid program, a device node), is out of the host's users'
+        // reach. Containers get volumes and files by bind mounts, which need no way
+        // through these folders. A volume's own folder is 0755 as Docker makes it, so a
+        // container's non-root user may read an empty one.
+        let folders: Vec<_> = [(folder.path().to_path_buf(), 0o700), (folder.data(), 0o700)]
+            .into_iter()
+            .chain(prepared.folders.iter().map(|f| (f.clone(), 0o755)))
             .collect();
         tokio::task::spawn_blocking(move || write_app_folder(&folders, &files))
             .await
@@ -273,10 +279,11 @@ fn render(
     Compose::render(&catalog_app.compose_text, &variables).map_err(InstallError::Compose)
 }
 
-/// The app's folders (the data folder first), and its files written fresh with their
-/// modes.
+/// The app's folders, each made with its mode unless it exists (a kept volume keeps
+/// the mode its container gave it), and its files written fresh with their modes. Modes
+/// are set, not requested: the daemon's umask (0077) would take from a requested one.
 fn write_app_folder(
-    folders: &[std::path::PathBuf],
+    folders: &[(std::path::PathBuf, u32)],
     files: &[(std::path::PathBuf, String, u32)],
 ) -> Result<(), InstallError> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -284,14 +291,13 @@ fn write_app_folder(
         let path = path.to_path_buf();
         move |source| InstallError::Io { path, source }
     };
-    for dir in folders {
+    for (dir, mode) in folders {
+        let made = !dir.exists();
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    // Root only: what a container plants in its volumes (a setuid program, a device
-    // node) is out of the host's users' reach. Containers get their volumes by bind
-    // mounts, which need no way through this folder.
-    if let Some(data) = folders.first() {
-        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).map_err(io(data))?;
+        if made || *mode == 0o700 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode))
+                .map_err(io(dir))?;
+        }
     }
     for (path, text, mode) in files {
         let _ = std::fs::remove_file(path);
@@ -300,7 +306,10 @@ fn write_app_folder(
             .create_new(true)
             .mode(*mode)
             .open(path)
-            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+            .and_then(|mut file| {
+                file.set_permissions(std::fs::Permissions::from_mode(*mode))?;
+                std::io::Write::write_all(&mut file, text.as_bytes())
+            })
             .map_err(io(path))?;
     }
     Ok(())
