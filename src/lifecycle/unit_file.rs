@@ -22,8 +22,9 @@ SystemCallErrorNumber=EPERM
 SystemCallArchitectures=native
 # containerd (unix), CNI and iptables (netlink; inet for iptables-legacy's sockets).
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
-# `ip netns add` and the CNI plugins create and enter network namespaces only.
-RestrictNamespaces=net
+# `ip netns add` and the CNI plugins create and enter network namespaces; `ip -n`
+# enters one in a mount namespace of its own, to show it its /sys.
+RestrictNamespaces=net mnt
 # It talks to containerd and the kernel only; its containers' traffic is not its own.
 IPAddressDeny=any
 DevicePolicy=closed
