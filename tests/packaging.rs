@@ -104,6 +104,22 @@ fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
         .trim(),
         "660 appunit"
     );
+    // The state is root's alone; the gateway's user is the socket group's only member.
+    assert_eq!(
+        must(
+            &sandbox,
+            "stat",
+            &["-c", "%a", "/var/lib/appunit", "/var/lib/appunit/apps"]
+        ),
+        "700\n700\n"
+    );
+    assert_eq!(
+        must(&sandbox, "getent", &["group", "appunit"])
+            .trim()
+            .rsplit(':')
+            .next(),
+        Some("appunit-gateway")
+    );
 
     // A test app from the sandbox's registry, as an operator would add one.
     sandbox.start_registry();
@@ -274,6 +290,9 @@ fn the_rpm_lists_its_files_and_its_scriptlets_run() {
         "/usr/bin/appunit",
         "/usr/lib/systemd/system/appunitd.service",
         "/usr/lib/systemd/system/appunitd.socket",
+        "/usr/lib/systemd/system/appunit-gateway.service",
+        "/usr/share/appunit/gateway/nginx.conf",
+        "/etc/appunit/gateway.conf",
         "/usr/lib/sysusers.d/appunit.conf",
         "/usr/lib/tmpfiles.d/appunit.conf",
         "/etc/appunit/config.toml",

@@ -170,8 +170,13 @@ fn pull(config_path: &Path, images: &[String]) -> Result<(), String> {
 
 fn run_daemon(config_path: &Path) -> Result<(), String> {
     let config = load_config(config_path)?;
-    std::fs::create_dir_all(config.state_dir.join("apps"))
-        .map_err(|e| format!("creating {}: {e}", config.state_dir.display()))?;
+    // Root only: the database, and every app's secrets and data below apps/. Set at every
+    // start, for state trees made before (0755).
+    for dir in [config.state_dir.clone(), config.state_dir.join("apps")] {
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)))
+            .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
     let store = Store::open(&config.state_dir.join("appunit.db")).map_err(|e| e.to_string())?;
     let (catalog, errors) = Catalog::load(&config.catalog_dirs);
     for error in &errors {

@@ -206,8 +206,14 @@ impl Lifecycle {
                 .map(|(path, text)| (path.clone(), text.clone(), 0o644)),
         );
         let copies = prepared.copies.clone();
-        let folders: Vec<_> = std::iter::once(folder.data())
-            .chain(prepared.folders.iter().cloned())
+        // Root only: what holds the app's secrets and data, and what a container plants
+        // in its volumes (a setuid program, a device node), is out of the host's users'
+        // reach. Containers get volumes and files by bind mounts, which need no way
+        // through these folders. A volume's own folder is 0755 as Docker makes it, so a
+        // container's non-root user may read an empty one.
+        let folders: Vec<_> = [(folder.path().to_path_buf(), 0o700), (folder.data(), 0o700)]
+            .into_iter()
+            .chain(prepared.folders.iter().map(|f| (f.clone(), 0o755)))
             .collect();
         tokio::task::spawn_blocking(move || write_app_folder(&folders, &files, &copies))
             .await
@@ -282,10 +288,11 @@ fn render(
         .map_err(InstallError::Compose)
 }
 
-/// The app's folders (the data folder first), and its files written fresh with their
-/// modes.
+/// The app's folders, each made with its mode unless it exists (a kept volume keeps
+/// the mode its container gave it), and its files written fresh with their modes. Modes
+/// are set, not requested: the daemon's umask (0077) would take from a requested one.
 fn write_app_folder(
-    folders: &[std::path::PathBuf],
+    folders: &[(std::path::PathBuf, u32)],
     files: &[(std::path::PathBuf, String, u32)],
     copies: &[(std::path::PathBuf, std::path::PathBuf)],
 ) -> Result<(), InstallError> {
@@ -294,14 +301,13 @@ fn write_app_folder(
         let path = path.to_path_buf();
         move |source| InstallError::Io { path, source }
     };
-    for dir in folders {
+    for (dir, mode) in folders {
+        let made = !dir.exists();
         std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    // Root only: what a container plants in its volumes (a setuid program, a device
-    // node) is out of the host's users' reach. Containers get their volumes by bind
-    // mounts, which need no way through this folder.
-    if let Some(data) = folders.first() {
-        std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).map_err(io(data))?;
+        if made || *mode == 0o700 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(*mode))
+                .map_err(io(dir))?;
+        }
     }
     // Relative binds: the catalog folder's files, copied once (the app may change them).
     for (from, to) in copies {
@@ -316,7 +322,10 @@ fn write_app_folder(
             .create_new(true)
             .mode(*mode)
             .open(path)
-            .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+            .and_then(|mut file| {
+                file.set_permissions(std::fs::Permissions::from_mode(*mode))?;
+                std::io::Write::write_all(&mut file, text.as_bytes())
+            })
             .map_err(io(path))?;
     }
     Ok(())
@@ -324,15 +333,20 @@ fn write_app_folder(
 
 /// Copies a file, or a folder with what is in it.
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
     if let Some(parent) = to.parent() {
         std::fs::create_dir_all(parent)?;
     }
     if !from.exists() {
         // As Docker makes a missing bind source: an empty folder.
-        return std::fs::create_dir_all(to);
+        std::fs::create_dir_all(to)?;
+        return std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755));
     }
     if from.is_dir() {
         std::fs::create_dir_all(to)?;
+        // The catalog's mode, not what the daemon's umask leaves: containers read it as
+        // whatever user they run as.
+        std::fs::set_permissions(to, from.metadata()?.permissions())?;
         for entry in std::fs::read_dir(from)? {
             let entry = entry?;
             copy_tree(&entry.path(), &to.join(entry.file_name()))?;

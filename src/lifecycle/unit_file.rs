@@ -5,7 +5,37 @@ use super::InstallError;
 use crate::app::plan::AppPlan;
 use crate::app::slice_name;
 use crate::config::Config;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// What the supervisor may do, no more (README, "Hardening"). It shares the host's mount
+/// namespace: the app's network namespace is a mount under /run/netns that containerd
+/// must see, so no option that gives the service a mount namespace of its own
+/// (ProtectSystem=, PrivateTmp=, ProtectKernel*=, …) can be used. Its containers run
+/// under containerd's shims, outside this service: none of this limits them.
+const HARDENING: &str = "\
+# The network namespace (mount, setns), CNI and iptables (net admin, raw sockets), and
+# signals to a container's processes while containerd is down.
+CapabilityBoundingSet=CAP_SYS_ADMIN CAP_NET_ADMIN CAP_NET_RAW CAP_KILL
+NoNewPrivileges=yes
+SystemCallFilter=@system-service @mount
+SystemCallErrorNumber=EPERM
+SystemCallArchitectures=native
+# containerd (unix), CNI and iptables (netlink; inet for iptables-legacy's sockets).
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6 AF_NETLINK
+# `ip netns add` and the CNI plugins create and enter network namespaces; `ip -n`
+# enters one in a mount namespace of its own, to show it its /sys.
+RestrictNamespaces=net mnt
+# It talks to containerd and the kernel only; its containers' traffic is not its own.
+IPAddressDeny=any
+DevicePolicy=closed
+ProtectClock=yes
+ProtectHostname=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+UMask=0077
+";
 
 pub(super) fn unit_file(
     config: &Config,
@@ -14,7 +44,7 @@ pub(super) fn unit_file(
     trademark: &str,
     plan: &AppPlan,
 ) -> Result<String, InstallError> {
-    let exe = std::env::current_exe().map_err(InstallError::Exe)?;
+    let exe = installed_path(std::env::current_exe().map_err(InstallError::Exe)?);
     let config_file = std::path::absolute(config_path).map_err(|source| InstallError::Io {
         path: config_path.to_path_buf(),
         source,
@@ -39,12 +69,16 @@ pub(super) fn unit_file(
          [Service]\n\
          Type=notify\n\
          NotifyAccess=main\n\
+         # br_netfilter keeps apps apart (runtime/net.rs); loading it is the one thing\n\
+         # done with full privileges ('+'), as the supervisor may not load modules.\n\
+         ExecStartPre=-+/sbin/modprobe -q br_netfilter\n\
          ExecStart={exe} --config {config} supervise {app_id}\n\
          Slice={slice}\n\
          Restart=on-failure\n\
          RestartSec=5\n\
          TimeoutStartSec={start}\n\
          TimeoutStopSec={stop}\n\
+         {HARDENING}\
          \n\
          [Install]\n\
          WantedBy={target}\n",
@@ -55,4 +89,37 @@ pub(super) fn unit_file(
         start = (start_ms / 1000 + 120),
         stop = (stop_ms / 1000 + 10),
     ))
+}
+
+/// The path the running binary was installed at. While a package upgrade replaces it,
+/// Linux names the running one `/usr/bin/appunitd (deleted)`; the new binary is at the
+/// path without that suffix, and that is what a unit must run.
+fn installed_path(exe: PathBuf) -> PathBuf {
+    match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+        Some(path) => PathBuf::from(path),
+        None => exe,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::installed_path;
+    use std::path::PathBuf;
+
+    #[test]
+    fn a_replaced_binary_is_named_by_its_installed_path() {
+        assert_eq!(
+            installed_path(PathBuf::from("/usr/bin/appunitd (deleted)")),
+            PathBuf::from("/usr/bin/appunitd")
+        );
+        assert_eq!(
+            installed_path(PathBuf::from("/usr/bin/appunitd")),
+            PathBuf::from("/usr/bin/appunitd")
+        );
+        // Only the kernel's suffix goes; a folder that merely mentions it stays.
+        assert_eq!(
+            installed_path(PathBuf::from("/opt/x (deleted)/appunitd")),
+            PathBuf::from("/opt/x (deleted)/appunitd")
+        );
+    }
 }

@@ -26,7 +26,7 @@ pub fn nginx(socket: &Path, dir: &Path) -> Nginx {
         .replace("/run/appunit/appunit.sock", socket.to_str().unwrap())
         .replace("127.0.0.1:8080", &format!("127.0.0.1:{port}"))
         .replace(
-            "/etc/nginx/appunit.htpasswd",
+            "/run/appunit-gateway/htpasswd",
             dir.join("htpasswd").to_str().unwrap(),
         );
     std::fs::write(dir.join("site.conf"), site).unwrap();
