@@ -16,6 +16,7 @@ use tokio::sync::{broadcast, mpsc};
 
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(15);
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// systemd's signal can reach us before the unit's cached state moved: the change is
 /// looked for again this often, this many times.
 const SETTLE_EVERY: Duration = Duration::from_millis(10);
@@ -62,7 +63,7 @@ pub fn stream(actions: Arc<Actions>, language: Language) -> BoxStream<'static, B
                     .map(|(app_id, _)| app_id.clone())
                     .collect(),
                 _ = keep_alive.tick() => {
-                    if frames.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                    if frames.send(Bytes::from_static(KEEP_ALIVE)).await.is_err() {
                         return;
                     }
                     continue;
@@ -96,6 +97,20 @@ pub fn stream(actions: Arc<Actions>, language: Language) -> BoxStream<'static, B
 fn frame(detail: &AppDetailInfo) -> Bytes {
     let data = serde_json::to_string(detail).unwrap_or_default();
     Bytes::from(format!("event: app\ndata: {data}\n\n"))
+}
+
+/// `frames`, with a comment frame whenever 15 s pass without one, so that proxies
+/// keep a quiet stream open.
+pub fn with_keep_alive(frames: BoxStream<'static, Bytes>) -> BoxStream<'static, Bytes> {
+    let beats = futures_util::stream::unfold((), |()| async {
+        tokio::time::sleep(KEEP_ALIVE_EVERY).await;
+        Some((Bytes::from_static(KEEP_ALIVE), ()))
+    });
+    // Ends with `frames`: the beats alone never end.
+    futures_util::stream::select(frames.map(Some).chain(futures_util::stream::once(async { None })), beats.map(Some))
+        .take_while(|frame| std::future::ready(frame.is_some()))
+        .filter_map(std::future::ready)
+        .boxed()
 }
 
 /// A frame of unnamed events: `data:` and the value as one line of JSON.

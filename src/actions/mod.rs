@@ -367,7 +367,7 @@ impl Actions {
                 let entry = entries.recv().await?;
                 Some((events::data_frame(&entry), entries))
             });
-            return Ok(Answer::Stream(frames.boxed()));
+            return Ok(Answer::Stream(events::with_keep_alive(frames.boxed())));
         }
         let entries = journal::tail(&unit, service, lines).await.map_err(failed)?;
         Ok(Answer::Reply(Reply::Logs(entries)))

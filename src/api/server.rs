@@ -65,6 +65,9 @@ pub struct Busy {
     id: u64,
 }
 
+/// How many idle connections make room at once when the cap is reached.
+const EVICTED_AT_ONCE: usize = 64;
+
 impl Connections {
     pub fn new(max: usize) -> Arc<Connections> {
         Arc::new(Connections {
@@ -86,7 +89,7 @@ impl Connections {
             if let Ok(permit) = self.slots.clone().try_acquire_owned() {
                 break permit;
             }
-            let closing = self.close_quietest();
+            let closing = self.close_quietest(EVICTED_AT_ONCE) > 0;
             tokio::select! {
                 // The semaphore is never closed.
                 permit = self.slots.clone().acquire_owned() => break permit.expect("open semaphore"),
@@ -113,22 +116,26 @@ impl Connections {
         }
     }
 
-    /// Asks the connection quiet the longest to close; false when all are mid-request.
-    fn close_quietest(&self) -> bool {
+    /// Asks up to `count` connections, those quiet the longest, to close; how many it
+    /// asked (none when all are mid-request). Several at once: under a flood of idle
+    /// clients, making room one at a time lets the accept queue fill, and a new client's
+    /// connect then fails (EAGAIN) instead of waiting.
+    fn close_quietest(&self, count: usize) -> usize {
         let mut open = self.open();
-        let quietest = open
+        let mut quiet: Vec<&mut Slot> = open
             .values_mut()
             .filter(|slot| !slot.busy && !slot.closing)
-            .min_by_key(|slot| slot.quiet_since);
-        match quietest {
-            Some(slot) => {
-                tracing::debug!("at the connection cap: closing the longest-idle connection");
-                slot.closing = true;
-                slot.close.cancel();
-                true
-            }
-            None => false,
+            .collect();
+        quiet.sort_by_key(|slot| slot.quiet_since);
+        let closing = quiet.len().min(count);
+        for slot in quiet.into_iter().take(closing) {
+            slot.closing = true;
+            slot.close.cancel();
         }
+        if closing > 0 {
+            tracing::debug!(closing, "at the connection cap: closing the longest-idle connections");
+        }
+        closing
     }
 
     pub fn busy(self: &Arc<Self>, id: u64) -> Busy {

@@ -213,16 +213,7 @@ async fn run(cli: Cli) -> ExitCode {
 fn catalog(command: CatalogCommand, json: bool) -> ExitCode {
     match command {
         CatalogCommand::Check { dirs } => {
-            let report = catalog::check(&dirs);
-            for error in &report.errors {
-                eprintln!("{error}");
-            }
-            println!(
-                "{} apps valid, {} invalid",
-                report.valid.len(),
-                report.errors.len()
-            );
-            if report.errors.is_empty() && !report.valid.is_empty() {
+            if catalog::check(&dirs).print() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(EXIT_FAILED)

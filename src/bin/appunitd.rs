@@ -83,16 +83,7 @@ fn init_logging() {
 
 /// The same check as `appunit catalog check` (SPEC "Catalog import").
 fn check_catalog(dirs: &[PathBuf]) -> Result<(), String> {
-    let report = appunit::catalog::check(dirs);
-    for error in &report.errors {
-        eprintln!("{error}");
-    }
-    println!(
-        "{} apps valid, {} invalid",
-        report.valid.len(),
-        report.errors.len()
-    );
-    if report.errors.is_empty() && !report.valid.is_empty() {
+    if appunit::catalog::check(dirs).print() {
         Ok(())
     } else {
         Err("the catalog has invalid apps".into())

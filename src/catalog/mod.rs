@@ -149,6 +149,22 @@ pub struct CheckReport {
     pub errors: Vec<CatalogError>,
 }
 
+impl CheckReport {
+    /// Prints each problem, then `N apps valid, M invalid`; true when every app is
+    /// valid and there is at least one (an empty folder is no pass).
+    pub fn print(&self) -> bool {
+        for error in &self.errors {
+            eprintln!("{error}");
+        }
+        println!(
+            "{} apps valid, {} invalid",
+            self.valid.len(),
+            self.errors.len()
+        );
+        self.errors.is_empty() && !self.valid.is_empty()
+    }
+}
+
 pub fn check(dirs: &[PathBuf]) -> CheckReport {
     let mut report = CheckReport::default();
     for dir in dirs {

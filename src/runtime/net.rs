@@ -20,10 +20,12 @@ const ISOLATE_CHAIN: &str = "APPUNIT-ISOLATE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
-    #[error("ip {args}: {cause}")]
-    Ip { args: String, cause: String },
-    #[error("iptables {args}: {cause}")]
-    Iptables { args: String, cause: String },
+    #[error("{tool} {args}: {cause}")]
+    Tool {
+        tool: &'static str,
+        args: String,
+        cause: String,
+    },
     #[error("CNI {plugin} {command}: {message}")]
     Cni {
         plugin: String,
@@ -290,22 +292,7 @@ fn isolate_apps() -> Result<(), NetError> {
 }
 
 fn run_iptables(args: &[&str]) -> Result<(), NetError> {
-    let failed = |cause: String| NetError::Iptables {
-        args: args.join(" "),
-        cause,
-    };
-    let output = Command::new("iptables")
-        .arg("-w")
-        .args(args)
-        .output()
-        .map_err(|e| failed(e.to_string()))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(failed(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ))
-    }
+    run_tool("iptables", &[&["-w"], args].concat())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -324,11 +311,17 @@ fn cni_io(plugin: &str, command: &'static str) -> impl FnOnce(std::io::Error) ->
 }
 
 fn run_ip(args: &[&str]) -> Result<(), NetError> {
-    let failed = |cause: String| NetError::Ip {
+    run_tool("ip", args)
+}
+
+/// Runs `ip` or `iptables`; their error output is the cause.
+fn run_tool(tool: &'static str, args: &[&str]) -> Result<(), NetError> {
+    let failed = |cause: String| NetError::Tool {
+        tool,
         args: args.join(" "),
         cause,
     };
-    let output = Command::new("ip")
+    let output = Command::new(tool)
         .args(args)
         .output()
         .map_err(|e| failed(e.to_string()))?;

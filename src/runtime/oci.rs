@@ -416,9 +416,10 @@ const ALL_CAPABILITIES: [Capability; 41] = [
 ];
 
 /// `privileged` and `cap_add: [ALL]`: every capability this host can grant, as Docker
-/// gives them (runc fails on one the kernel or appunit's own bounding set lacks).
+/// gives them (runc fails on one the kernel lacks). The host's bounding set is its init's:
+/// appunit's own units run with a narrower one, and containerd starts containers, not them.
 fn host_capabilities() -> HashSet<Capability> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status = std::fs::read_to_string("/proc/1/status").unwrap_or_default();
     let bounding = status
         .lines()
         .find_map(|line| line.strip_prefix("CapBnd:"))

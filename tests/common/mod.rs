@@ -12,6 +12,7 @@ pub mod sandbox;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -194,7 +195,9 @@ impl Reply {
     }
 }
 
-pub async fn send(socket: &Path, call: Call) -> Reply {
+/// Sends `call` on a new connection: the response with its status and content type;
+/// its body is still to be read.
+async fn request(socket: &Path, call: Call) -> (u16, String, hyper::Response<Incoming>) {
     let stream = UnixStream::connect(socket).await.unwrap();
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -215,6 +218,11 @@ pub async fn send(socket: &Path, call: Call) -> Reply {
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
+    (status, content_type, response)
+}
+
+pub async fn send(socket: &Path, call: Call) -> Reply {
+    let (status, content_type, response) = request(socket, call).await;
     let raw = response.into_body().collect().await.unwrap().to_bytes();
     let json = if content_type == "application/json" {
         serde_json::from_slice(&raw).unwrap()
@@ -263,26 +271,16 @@ pub async fn events(
     socket: &Path,
     target: &str,
 ) -> (u16, String, tokio::sync::mpsc::UnboundedReceiver<Event>) {
-    let stream = UnixStream::connect(socket).await.unwrap();
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let request = Request::get(target)
-        .header("host", "appunit")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
+    let call = Call {
+        method: "GET",
+        target: target.to_string(),
+        headers: Vec::new(),
+        body: Vec::new(),
+    };
+    let (status, content_type, response) = request(socket, call).await;
     let (events, received) = tokio::sync::mpsc::unbounded_channel();
     let mut body = response.into_body();
     tokio::spawn(async move {
-        let _sender = sender;
         let mut pending = String::new();
         while let Some(Ok(frame)) = body.frame().await {
             let Ok(data) = frame.into_data() else {
