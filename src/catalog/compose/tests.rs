@@ -68,7 +68,7 @@ fn refused(body: &str, named: &str) {
 #[test]
 fn valid_file_parses_and_orders_dependencies() {
     let compose = read(TWO_SERVICES).unwrap();
-    compose.validate("web", 80).unwrap();
+    compose.validate("web", 80, 9001).unwrap();
     assert_eq!(compose.start_order().unwrap(), ["db", "web"]);
     let web = &compose.services["web"];
     assert_eq!(web.depends_on["db"], Condition::ServiceHealthy);
@@ -127,7 +127,7 @@ fn semantic_errors() {
     ];
     for (from, to, named) in cases {
         let err = read(&TWO_SERVICES.replace(from, to))
-            .and_then(|c| c.validate("web", 80))
+            .and_then(|c| c.validate("web", 80, 9001))
             .unwrap_err();
         assert!(err.contains(named), "{to}: {err}");
     }
@@ -136,7 +136,7 @@ fn semantic_errors() {
 #[test]
 fn dependency_cycle_is_rejected() {
     let text = TWO_SERVICES.replace("    stop_signal: SIGINT", "    depends_on: [web]");
-    let err = read(&text).unwrap().validate("web", 80).unwrap_err();
+    let err = read(&text).unwrap().validate("web", 80, 9001).unwrap_err();
     assert!(err.contains("cycle"), "{err}");
 }
 
