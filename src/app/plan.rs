@@ -185,6 +185,7 @@ pub fn prepare(
             host_network: service.network_mode == NetworkMode::Host,
             host_pid: service.pid,
             host_ipc: service.ipc,
+            host_cgroup: service.cgroup,
             cgroups_path: format!(
                 "{}:appunit:{}",
                 slice_name(app_id),
