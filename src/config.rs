@@ -132,6 +132,17 @@ impl Config {
         )
     }
 
+    /// The host's address on the apps' bridge (the subnet's first, which the CNI bridge
+    /// takes as gateway): what `extra_hosts: host-gateway` names, as Docker's docker0.
+    pub fn app_gateway(&self) -> std::net::Ipv4Addr {
+        let network = self
+            .app_subnet
+            .split_once('/')
+            .and_then(|(ip, _)| ip.parse::<std::net::Ipv4Addr>().ok())
+            .unwrap_or(std::net::Ipv4Addr::new(10, 89, 0, 0));
+        std::net::Ipv4Addr::from(u32::from(network) + 1)
+    }
+
     pub fn parse(text: &str) -> Result<Config, String> {
         let deserializer = toml::Deserializer::parse(text).map_err(|e| e.to_string())?;
         let config: Config = serde_path_to_error::deserialize(deserializer).map_err(|e| {

@@ -143,14 +143,12 @@ fn every_refusal_has_one_reason() {
     let mut outcomes = import("websoft9", &fixture("websoft9"), into.path());
     outcomes.extend(import("casaos", &fixture("casaos"), into.path()));
     let cases = [
-        ("restarting", "unsupported-key container_name"),
         ("portainer", "docker-socket"),
         ("builder", "build"),
-        ("gpu", "unsupported-key runtime"),
-        ("noport", "no-web-port"),
+        ("gpu", "gpu-runtime"),
+        ("noport", "no-port"),
+        ("imageless", "no-image"),
         ("ArmOnly", "no-amd64"),
-        ("HostNet", "host-network"),
-        ("Privileged", "unsupported-key privileged"),
     ];
     for (source, reason) in cases {
         let outcome = &outcomes[source];
@@ -161,15 +159,75 @@ fn every_refusal_has_one_reason() {
             "{source} left a folder"
         );
     }
-    // Keys SPEC's table accepts and today's loader does not: all of them named.
-    assert_eq!(outcomes["restarting"]["spec_accepts"], true);
-    assert_eq!(
-        outcomes["restarting"]["blocked_by"],
-        serde_json::json!(["container_name", "restart"])
-    );
-    assert!(outcomes["gpu"].get("spec_accepts").is_none());
+    // Once refused for keys the loader lacked, now imported: the widened table.
+    for source in [
+        "restarting",
+        "dockerish",
+        "fixedport",
+        "HostNet",
+        "Privileged",
+        "Proxied",
+    ] {
+        assert_eq!(
+            outcomes[source]["outcome"], "imported",
+            "{}",
+            outcomes[source]
+        );
+    }
     let (ok, stdout, _) = check(&[into.path()]);
-    assert!(ok && stdout.contains("2 apps valid, 0 invalid"), "{stdout}");
+    assert!(ok && stdout.contains("8 apps valid, 0 invalid"), "{stdout}");
+}
+
+#[test]
+fn keys_docker_honours_and_ports_found_where_sources_put_them() {
+    let into = tempfile::tempdir().unwrap();
+    let websoft9 = import("websoft9", &fixture("websoft9"), into.path());
+    let casaos = import("casaos", &fixture("casaos"), into.path());
+    let meta = |app: &str| -> toml::Table {
+        read(into.path().join(app).join("app.toml"))
+            .parse()
+            .unwrap()
+    };
+    let ports = |app: &str| {
+        let meta = meta(app);
+        (
+            meta["web_service"].as_str().unwrap().to_string(),
+            meta["web_port"].as_integer().unwrap(),
+            meta["http_port"].as_integer().unwrap(),
+        )
+    };
+    // `${PORT:-3002}` where .env says PORT=$W9_HTTP_PORT_SET.
+    assert_eq!(ports("dockerish"), ("web".into(), 80, 9300));
+    // No variable: the first fixed port is the web port, its number the default.
+    assert_eq!(ports("fixedport"), ("fixedport".into(), 80, 8880));
+    // On the host's network the web service listens on port_map itself.
+    assert_eq!(ports("hostnet"), ("app".into(), 8123, 8123));
+    // port_map is published by nginx, not by `main`.
+    assert_eq!(ports("proxied"), ("nginx".into(), 80, 3701));
+
+    let compose: Value =
+        serde_yaml_ng::from_str(&read(into.path().join("dockerish/compose.yaml"))).unwrap();
+    let web = &compose["services"]["web"];
+    assert_eq!(web["ports"][0], "${APP_HTTP_PORT}:80");
+    // `rwz` is no option Docker knows: it ignores it, and so it is left out.
+    assert_eq!(web["volumes"][1], "spool:/var/spool");
+    // `~` is root's home: Websoft9 runs Compose as root.
+    assert_eq!(web["volumes"][2], "/root/.ssh:/root/.ssh:ro");
+    assert!(
+        compose["services"].get("gpu").is_none(),
+        "profiled service kept"
+    );
+    assert_eq!(
+        read(into.path().join("dockerish/start.sh")),
+        read(fixture("websoft9").join("apps/dockerish/start.sh"))
+    );
+    let notes = websoft9["dockerish"]["notes"].to_string();
+    for said in ["rwz", "/root/.ssh", "gpu left out"] {
+        assert!(notes.contains(said), "{said}: {notes}");
+    }
+    assert!(casaos["HostNet"]["notes"].is_array());
+    let (ok, stdout, stderr) = check(&[&into.path().join("dockerish")]);
+    assert!(ok && stdout.contains("1 apps valid"), "{stdout}{stderr}");
 }
 
 #[test]

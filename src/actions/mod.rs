@@ -263,6 +263,7 @@ impl Actions {
             version.to_string(),
         );
         let default_port = app.meta.http_port;
+        let fixed_port = app.web_on_host_network();
         let inserted = self
             .store
             .blocking(move |store| {
@@ -272,6 +273,7 @@ impl Actions {
                     app_version: &owned_version,
                     password: &password,
                     default_port,
+                    fixed_port,
                 };
                 store.insert_queued(&new_app, &host::listening_tcp_ports())
             })

@@ -101,6 +101,7 @@ pub fn prepare(
     images: &BTreeMap<String, PulledImage>,
     accounts: &BTreeMap<String, Accounts>,
     app_folder: &AppFolder,
+    host_gateway: std::net::Ipv4Addr,
 ) -> Result<Prepared, String> {
     // Checked here, where the app can end in error with the reason: in one network
     // namespace the second listener's bind would fail.
@@ -115,6 +116,11 @@ pub fn prepare(
     );
     for service in compose.services.values() {
         for (name, ip) in &service.extra_hosts {
+            let ip = if ip == compose::HOST_GATEWAY {
+                host_gateway.to_string()
+            } else {
+                ip.clone()
+            };
             hosts.push_str(&format!("{ip}\t{name}\n"));
         }
     }
@@ -139,7 +145,13 @@ pub fn prepare(
             .ok_or_else(|| format!("{name}: image {} was not pulled", service.image))?;
         let (binds, tmpfs) =
             service_mounts(name, service, compose, pulled, app_folder, &mut prepared)?;
-        for port in &service.ports {
+        // On the host's network a service's ports are the host's: Docker discards
+        // `ports` there, and so does the plan.
+        let published = match service.network_mode {
+            NetworkMode::Host => &[][..],
+            NetworkMode::App => &service.ports[..],
+        };
+        for port in published {
             if let Some(host_port) = port.host {
                 prepared.plan.ports.push(PortMapping {
                     host_ip: port.host_ip.clone(),
@@ -173,6 +185,7 @@ pub fn prepare(
             host_network: service.network_mode == NetworkMode::Host,
             host_pid: service.pid,
             host_ipc: service.ipc,
+            host_cgroup: service.cgroup,
             cgroups_path: format!(
                 "{}:appunit:{}",
                 slice_name(app_id),
@@ -307,6 +320,15 @@ fn service_mounts(
                 to
             }
             MountSource::Host(path) => path.clone(),
+            MountSource::Text { name, text } => {
+                let file = app_folder
+                    .path()
+                    .join(format!("config-{}", name.replace('/', "_")));
+                if !prepared.files.iter().any(|(path, _)| *path == file) {
+                    prepared.files.push((file.clone(), text.clone()));
+                }
+                file
+            }
         };
         if matches!(
             mount.source,
@@ -385,6 +407,8 @@ mod tests {
     use crate::runtime::oci::ImageConfig;
     use std::path::Path;
 
+    const GATEWAY: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 89, 0, 1);
+
     const APP: &str = r#"
 services:
   web:
@@ -395,7 +419,7 @@ services:
     depends_on: {db: {condition: service_healthy}, init: {condition: service_completed_successfully}}
     stop_grace_period: 3s
     container_name: blog-web
-    extra_hosts: ["gw:10.0.0.1"]
+    extra_hosts: ["gw:10.0.0.1", "host.docker.internal:host-gateway"]
     dns: [10.0.0.53]
     restart: always
     deploy: {resources: {limits: {memory: 64m}}}
@@ -442,7 +466,15 @@ volumes:
         ]);
         let app_folder = AppFolder::new(Path::new("/var/lib/appunit"), "blog");
         let folder = app_folder.path();
-        let prepared = prepare("blog", &compose, &images, &BTreeMap::new(), &app_folder).unwrap();
+        let prepared = prepare(
+            "blog",
+            &compose,
+            &images,
+            &BTreeMap::new(),
+            &app_folder,
+            GATEWAY,
+        )
+        .unwrap();
         let order: Vec<&str> = prepared
             .plan
             .services
@@ -516,7 +548,11 @@ volumes:
             "{}",
             prepared.hosts
         );
-        assert!(prepared.hosts.ends_with("10.0.0.1\tgw\n"));
+        assert!(
+            prepared
+                .hosts
+                .ends_with("10.0.0.1\tgw\n10.89.0.1\thost.docker.internal\n")
+        );
         let (resolv, text) = &prepared.files[0];
         assert_eq!(resolv, &folder.join("resolv-web.conf"));
         assert_eq!(text, "nameserver 10.0.0.53\n");
@@ -546,9 +582,16 @@ volumes:
         let (compose, _) = Compose::read(text, &context).unwrap();
         let app_folder = AppFolder::new(Path::new("/var/lib/appunit"), "two");
         let images = BTreeMap::from([("a".to_string(), pulled("a"))]);
-        let err = prepare("two", &compose, &images, &BTreeMap::new(), &app_folder)
-            .err()
-            .unwrap();
+        let err = prepare(
+            "two",
+            &compose,
+            &images,
+            &BTreeMap::new(),
+            &app_folder,
+            GATEWAY,
+        )
+        .err()
+        .unwrap();
         assert!(err.contains("admin and web both listen on 80/tcp"), "{err}");
     }
 }

@@ -49,6 +49,8 @@ struct File {
     #[serde(default)]
     networks: BTreeMap<String, Option<TopNetwork>>,
     #[serde(default)]
+    configs: BTreeMap<String, TopConfig>,
+    #[serde(default)]
     // accepted, as Compose ignores it
     #[serde(rename = "version")]
     _version: Option<Value>,
@@ -58,8 +60,8 @@ struct File {
     _name: Option<String>,
 }
 
-/// Named volumes keep their data in the app's data folder: the options that say
-/// otherwise (`external`, a driver's) are refused.
+/// Named volumes keep their data in the app's data folder, unless the local driver's
+/// options make one a tmpfs or a bind of a host path (as Docker's local driver does).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TopVolume {
@@ -67,10 +69,70 @@ struct TopVolume {
     #[serde(rename = "driver")]
     _driver: (),
     #[serde(default)]
+    driver_opts: BTreeMap<String, Value>,
+    /// Only `false`: a volume made outside the app is none of appunit's.
+    #[serde(default, deserialize_with = "boolean")]
+    external: bool,
+    #[serde(default)]
     name: Option<String>,
     #[serde(default)]
     #[serde(rename = "labels")]
     _labels: Option<Value>,
+}
+
+/// A top-level `configs` entry: a file of the app folder, or its text.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopConfig {
+    #[serde(default)]
+    file: Option<String>,
+    #[serde(default)]
+    content: Option<String>,
+    #[serde(default)]
+    #[serde(rename = "name")]
+    _name: Option<String>,
+}
+
+/// What a named volume is, by its top-level entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum VolumeKind {
+    /// A folder in the app's data folder.
+    Data,
+    /// `driver_opts: {type: tmpfs}`: an empty tmpfs wherever it is mounted.
+    Tmpfs { size: Option<u64> },
+    /// `driver_opts: {type: none, o: bind, device: PATH}`: that path.
+    Bind(String),
+}
+
+impl TopVolume {
+    fn kind(&self) -> Result<VolumeKind, String> {
+        if self.external {
+            return Err("external`: a volume made outside the app is not the app's: appunit keeps an app's volumes in its data folder".into());
+        }
+        if self.driver_opts.is_empty() {
+            return Ok(VolumeKind::Data);
+        }
+        let opt = |key: &str| self.driver_opts.get(key).and_then(scalar_text);
+        let options = opt("o").unwrap_or_default();
+        match opt("type").as_deref() {
+            Some("tmpfs") => {
+                let size = options
+                    .split(',')
+                    .find_map(|o| o.strip_prefix("size="))
+                    .map(parse_bytes)
+                    .transpose()?;
+                Ok(VolumeKind::Tmpfs { size })
+            }
+            Some("none") if options.split(',').any(|o| o == "bind" || o == "rbind") => {
+                opt("device")
+                    .map(VolumeKind::Bind)
+                    .ok_or_else(|| "driver_opts`: a bind needs its `device`".to_string())
+            }
+            other => Err(format!(
+                "driver_opts`: type {other:?}: only tmpfs and bind (type none, o bind) are local volumes on one host"
+            )),
+        }
+    }
 }
 
 /// Networks only add names that resolve inside the app: all of an app's containers
@@ -214,11 +276,37 @@ pub struct Service {
     pub ipc: bool,
     #[serde(default, deserialize_with = "opt_string")]
     pub cgroup_parent: Option<String>,
+    /// `cgroup: host`: the host's cgroup namespace.
+    #[serde(default, deserialize_with = "host_only")]
+    pub cgroup: bool,
+    #[serde(default, deserialize_with = "runtime")]
+    #[serde(rename = "runtime")]
+    _runtime: (),
+    /// `configs`: files mounted read-only, placed in `volumes` by `finish`.
+    #[serde(default, deserialize_with = "config_refs")]
+    configs: Vec<ConfigRef>,
+    #[serde(default, deserialize_with = "number")]
+    // Docker on Linux discards it ("not supported"): it limits nothing there either
+    #[serde(rename = "cpu_percent")]
+    _cpu_percent: Option<f64>,
+    #[serde(default, deserialize_with = "boolean")]
+    // whether `docker compose up` shows its output: output always goes to the journal
+    #[serde(rename = "attach")]
+    _attach: bool,
+}
+
+/// A service's use of a top-level config: its name and where the file goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ConfigRef {
+    source: String,
+    target: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Healthcheck {
+    /// None: the image's own check, as in Docker; appunit runs image checks for no
+    /// service, so such a service is as one without `healthcheck`.
     #[serde(default, deserialize_with = "health_test")]
     test: Option<Vec<String>>,
     #[serde(default, deserialize_with = "duration")]
@@ -294,12 +382,39 @@ pub struct Device {
     pub permissions: String,
 }
 
-/// `deploy`: only the resources part means anything on one host.
+/// `deploy`: what means anything for one container on one host.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Deploy {
     #[serde(default)]
     resources: Resources,
+    /// As Docker Compose does, it wins over `restart`.
+    #[serde(default)]
+    restart_policy: Option<RestartPolicy>,
+    /// `replicated` or `global`: on one host, one container either way.
+    #[serde(default, deserialize_with = "deploy_mode")]
+    #[serde(rename = "mode")]
+    _mode: (),
+    #[serde(default, deserialize_with = "replicas")]
+    #[serde(rename = "replicas")]
+    _replicas: (),
+}
+
+/// `deploy.restart_policy`: `delay` and `window` are Swarm's, which Docker Compose
+/// does not pass to the engine either.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RestartPolicy {
+    #[serde(default)]
+    condition: Option<String>,
+    #[serde(default, deserialize_with = "number")]
+    max_attempts: Option<f64>,
+    #[serde(default)]
+    #[serde(rename = "delay")]
+    _delay: Option<Value>,
+    #[serde(default)]
+    #[serde(rename = "window")]
+    _window: Option<Value>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -322,6 +437,22 @@ struct ResourceValues {
     memory: Option<u64>,
     #[serde(default, deserialize_with = "number")]
     pids: Option<f64>,
+}
+
+impl RestartPolicy {
+    /// Docker Compose's reading: `none`, `on-failure` (at most `max_attempts` times),
+    /// `any` (the default).
+    fn restart(&self) -> Result<Restart, String> {
+        let attempts = self.max_attempts.map(|n| n as u32).filter(|n| *n > 0);
+        match self.condition.as_deref().unwrap_or("any") {
+            "none" | "no" => Ok(Restart::No),
+            "on-failure" => Ok(Restart::OnFailure(attempts)),
+            "any" | "always" => Ok(Restart::Always),
+            other => Err(format!(
+                "condition {other:?} is not none, on-failure or any"
+            )),
+        }
+    }
 }
 
 /// A container's cgroup limits.
@@ -361,6 +492,8 @@ pub enum MountSource {
     AppData(PathBuf),
     /// Any other host path: host access.
     Host(PathBuf),
+    /// A file the install writes with this text: a config's `content`, by its name.
+    Text { name: String, text: String },
     /// A tmpfs, with its size in bytes and mode.
     Tmpfs {
         size: Option<u64>,
@@ -392,16 +525,50 @@ impl Compose {
             let path = e.path().to_string();
             format!("key `{path}`: {}", e.into_inner())
         })?;
-        let mut volumes = BTreeSet::new();
+        let mut kinds = BTreeMap::new();
         for (name, volume) in file.volumes {
-            if let Some(volume) = volume
-                && volume.name.as_ref().is_some_and(|n| n != &name)
-            {
-                return Err(format!(
-                    "key `volumes.{name}.name`: a volume's data is in the app's folder under its key"
-                ));
-            }
-            volumes.insert(name);
+            let kind = match volume {
+                None => VolumeKind::Data,
+                Some(volume) => {
+                    if volume.name.as_ref().is_some_and(|n| n != &name) {
+                        return Err(format!(
+                            "key `volumes.{name}.name`: a volume's data is in the app's folder under its key"
+                        ));
+                    }
+                    volume
+                        .kind()
+                        .map_err(|e| format!("key `volumes.{name}.{e}"))?
+                }
+            };
+            kinds.insert(name, kind);
+        }
+        let volumes = kinds
+            .iter()
+            .filter(|(_, kind)| **kind == VolumeKind::Data)
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut configs = BTreeMap::new();
+        for (name, config) in file.configs {
+            let source = match (config.file, config.content) {
+                (Some(file), None) => mount_source(&file)
+                    .ok()
+                    .filter(|s| matches!(s, MountSource::AppFolder(_)))
+                    .ok_or_else(|| {
+                        format!(
+                            "key `configs.{name}.file`: {file:?} is not a path of the app folder"
+                        )
+                    })?,
+                (None, Some(text)) => MountSource::Text {
+                    name: name.clone(),
+                    text,
+                },
+                _ => {
+                    return Err(format!(
+                        "key `configs.{name}`: give either `file` (in the app folder) or `content`"
+                    ));
+                }
+            };
+            configs.insert(name, source);
         }
         let _ = file.networks; // only names, and those the services carry
         let mut compose = Compose {
@@ -412,7 +579,7 @@ impl Compose {
         let mut profiled = BTreeSet::new();
         for (name, mut service) in file.services {
             let at = |e: String| format!("key `services.{name}.{e}");
-            service.finish(context).map_err(at)?;
+            service.finish(context, &kinds, &configs).map_err(at)?;
             service.check(&compose.volumes).map_err(at)?;
             if service.profiles.is_empty() {
                 compose.services.insert(name, service);
@@ -437,15 +604,22 @@ impl Compose {
         Ok((compose, rendered))
     }
 
-    /// Checks what spans services; `web_service` must publish `web_port`.
-    pub fn validate(&self, web_service: &str, web_port: u16) -> Result<(), String> {
+    /// Checks what spans services; `web_service` must publish `web_port`, or listen on
+    /// it on the host's network, where `http_port` must be that port.
+    pub fn validate(&self, web_service: &str, web_port: u16, http_port: u16) -> Result<(), String> {
         if self.services.is_empty() {
             return Err("key `services`: at least one service (without profiles) is needed".into());
         }
         let web = self.services.get(web_service).ok_or_else(|| {
             format!("web_service {web_service:?} is not a service of the compose file that runs")
         })?;
-        if !web.ports.iter().any(|p| p.container == web_port) {
+        if web.network_mode == NetworkMode::Host {
+            if http_port != web_port {
+                return Err(format!(
+                    "http_port {http_port}: the web service {web_service} is on the host's network, so its port is web_port {web_port}"
+                ));
+            }
+        } else if !web.ports.iter().any(|p| p.container == web_port) {
             return Err(format!(
                 "key `services.{web_service}.ports`: web_port {web_port} is not published"
             ));
@@ -539,8 +713,15 @@ impl Compose {
 }
 
 impl Service {
-    /// Reads the `env_file`s (the service's `environment` wins) and places binds.
-    fn finish(&mut self, context: &Context) -> Result<(), String> {
+    /// Reads the `env_file`s (the service's `environment` wins), places binds, makes
+    /// named volumes of the local driver's tmpfs or bind what they are, and adds the
+    /// service's configs as read-only mounts.
+    fn finish(
+        &mut self,
+        context: &Context,
+        volumes: &BTreeMap<String, VolumeKind>,
+        configs: &BTreeMap<String, MountSource>,
+    ) -> Result<(), String> {
         let mut environment = Vec::new();
         for file in &self.env_file {
             let path = relative_path(&file.path)
@@ -559,6 +740,37 @@ impl Service {
             environment.push((name, value));
         }
         self.environment = environment;
+        if let Some(policy) = self.deploy.as_ref().and_then(|d| d.restart_policy.as_ref()) {
+            self.restart = policy
+                .restart()
+                .map_err(|e| format!("deploy.restart_policy`: {e}"))?;
+        }
+        for config in std::mem::take(&mut self.configs) {
+            let source = configs
+                .get(&config.source)
+                .ok_or_else(|| format!("configs`: no top-level config {:?}", config.source))?;
+            self.volumes.push(Mount {
+                source: source.clone(),
+                target: config.target,
+                read_only: true,
+            });
+        }
+        for mount in &mut self.volumes {
+            if let MountSource::Named(name) = &mount.source {
+                match volumes.get(name) {
+                    Some(VolumeKind::Tmpfs { size }) => {
+                        mount.source = MountSource::Tmpfs {
+                            size: *size,
+                            mode: None,
+                        }
+                    }
+                    Some(VolumeKind::Bind(path)) => {
+                        mount.source = mount_source(path).map_err(|e| format!("volumes`: {e}"))?
+                    }
+                    _ => {}
+                }
+            }
+        }
         for mount in &mut self.volumes {
             if let MountSource::Host(path) = &mount.source
                 && let Ok(inside) = path.strip_prefix(context.app_data)
@@ -601,12 +813,6 @@ impl Service {
                 capability(cap).map_err(|e| format!("cap_add`/`cap_drop`: {e}"))?;
             }
         }
-        if let Some(check) = &self.healthcheck
-            && check.test.is_none()
-            && !check.disable
-        {
-            return Err("healthcheck.test`: a test is needed unless `disable: true`".into());
-        }
         Ok(())
     }
 
@@ -630,6 +836,9 @@ impl Service {
         }
         if self.cgroup_parent.is_some() {
             keys.push("cgroup_parent".into());
+        }
+        if self.cgroup {
+            keys.push("cgroup: host".into());
         }
         for mount in &self.volumes {
             if let MountSource::Host(path) = &mount.source {
@@ -1068,7 +1277,8 @@ fn port_range(text: &str) -> Result<Vec<u16>, String> {
 }
 
 fn protocol(text: &str) -> Result<&'static str, String> {
-    match text {
+    // Docker reads `51413/UDP` as udp.
+    match text.to_ascii_lowercase().as_str() {
         "tcp" => Ok("tcp"),
         "udp" => Ok("udp"),
         other => Err(format!("protocol {other:?} is neither tcp nor udp")),
@@ -1189,7 +1399,8 @@ fn expose<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u16>, D::Error> {
 fn mount_source(source: &str) -> Result<MountSource, String> {
     if source.starts_with('/') {
         Ok(MountSource::Host(PathBuf::from(source)))
-    } else if source == "." || source.starts_with("./") || source.starts_with("../") {
+    } else if source.starts_with('.') {
+        // As Compose: a source that starts with a dot (`./x`, `../x`, `.env`) is a path.
         relative_path(source).map(MountSource::AppFolder)
     } else if source.starts_with('~') {
         Err(format!("{source:?}: a home folder is no path of the app"))
@@ -1221,10 +1432,13 @@ pub fn parse_volume(spec: &str) -> Result<Mount, String> {
     for option in options.split(',').filter(|o| !o.is_empty()) {
         match option {
             "ro" => read_only = true,
-            "rw" | "z" | "Z" | "cached" | "delegated" | "consistent" | "nocopy" => {}
+            // SELinux relabelling (no SELinux here), macOS consistency, and mount
+            // propagation, which a bind of the app's own files does not need.
+            "rw" | "z" | "Z" | "cached" | "delegated" | "consistent" | "nocopy" | "shared"
+            | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {}
             other => {
                 return Err(format!(
-                    "option {other:?} is not one of ro, rw, z, Z, nocopy"
+                    "option {other:?} is not one of ro, rw, z, Z, nocopy, [r]shared, [r]slave, [r]private"
                 ));
             }
         }
@@ -1382,7 +1596,8 @@ fn depends_on<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, Condit
 /// `no`, `always`, `on-failure[:N]`, `unless-stopped`.
 pub fn parse_restart(text: &str) -> Result<Restart, String> {
     match text {
-        "no" | "false" | "" => Ok(Restart::No),
+        // Docker Compose maps `none` as it maps deploy's condition.
+        "no" | "none" | "false" | "" => Ok(Restart::No),
         "always" => Ok(Restart::Always),
         "unless-stopped" => Ok(Restart::UnlessStopped),
         "on-failure" => Ok(Restart::OnFailure(None)),
@@ -1485,6 +1700,9 @@ fn sysctls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::
     Ok(entries)
 }
 
+/// The `extra_hosts` address that stands for the host.
+pub const HOST_GATEWAY: &str = "host-gateway";
+
 /// `host:ip` / `host=ip` list entries, or a map.
 fn extra_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
     let entries = match Value::deserialize(d)? {
@@ -1512,7 +1730,9 @@ fn extra_hosts<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>,
     };
     for (host, ip) in &entries {
         let ip = ip.trim_start_matches('[').trim_end_matches(']');
-        if ip.parse::<std::net::IpAddr>().is_err() {
+        // Docker's name for the host as the container reaches it: the plan fills in
+        // the app bridge's address.
+        if ip != HOST_GATEWAY && ip.parse::<std::net::IpAddr>().is_err() {
             return Err(D::Error::custom(format!(
                 "{host}: {ip:?} is not an IP address"
             )));
@@ -1650,6 +1870,78 @@ fn devices<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Device>, D::Error> {
                 host: host.into(),
                 container: container.into(),
                 permissions: permissions.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// `runtime`: runc is the only one appunit runs (a GPU runtime such as nvidia is not).
+fn runtime<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(()),
+        v if text_of::<D::Error>(&v)? == "runc" => Ok(()),
+        other => Err(D::Error::custom(format!(
+            "{other:?}: appunit runs containers with runc only"
+        ))),
+    }
+}
+
+fn deploy_mode<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(()),
+        v if ["replicated", "global"].contains(&text_of::<D::Error>(&v)?.as_str()) => Ok(()),
+        other => Err(D::Error::custom(format!(
+            "{other:?} is neither replicated nor global"
+        ))),
+    }
+}
+
+/// One container per service: `replicas: 1`.
+fn replicas<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    match Value::deserialize(d)? {
+        Value::Null => Ok(()),
+        v if text_of::<D::Error>(&v)? == "1" => Ok(()),
+        other => Err(D::Error::custom(format!(
+            "{other:?}: an app runs one container of each service"
+        ))),
+    }
+}
+
+/// `configs`: names (mounted at `/<name>`), or `source` with `target`; `uid`, `gid` and
+/// `mode` are Swarm's and not applied by Docker Compose to a file config.
+fn config_refs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ConfigRef>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Long {
+        source: String,
+        #[serde(default)]
+        target: Option<String>,
+        #[serde(default, rename = "uid")]
+        _uid: Option<Value>,
+        #[serde(default, rename = "gid")]
+        _gid: Option<Value>,
+        #[serde(default, rename = "mode")]
+        _mode: Option<Value>,
+    }
+    let items = match Value::deserialize(d)? {
+        Value::Null => return Ok(Vec::new()),
+        Value::Sequence(items) => items,
+        other => return Err(D::Error::custom(format!("expected a list, not {other:?}"))),
+    };
+    items
+        .into_iter()
+        .map(|item| {
+            let (source, target) = match item {
+                Value::Mapping(_) => {
+                    let long: Long = serde_yaml_ng::from_value(item).map_err(D::Error::custom)?;
+                    (long.source, long.target)
+                }
+                v => (text_of::<D::Error>(&v)?, None),
+            };
+            let target = target.unwrap_or_else(|| format!("/{source}"));
+            Ok(ConfigRef {
+                target: target_path(&target).map_err(D::Error::custom)?,
+                source,
             })
         })
         .collect()

@@ -74,6 +74,15 @@ impl CatalogApp {
         Compose::read(&self.compose_text, &context)
     }
 
+    /// Whether the web service runs on the host's network: it listens on `web_port` on
+    /// the host itself, which is then the app's port (`http_port` = `web_port`).
+    pub fn web_on_host_network(&self) -> bool {
+        self.compose
+            .services
+            .get(&self.meta.web_service)
+            .is_some_and(|s| s.network_mode == compose::NetworkMode::Host)
+    }
+
     /// What needs host access, as `service: key` lines.
     pub fn host_access_keys(&self) -> Vec<String> {
         self.compose.host_access()
@@ -268,7 +277,7 @@ fn load_app(folder: &Path) -> Result<CatalogApp, CatalogError> {
         .render(&samples, &app_data)
         .map_err(fail(compose_path.clone()))?;
     compose
-        .validate(&app.meta.web_service, app.meta.web_port)
+        .validate(&app.meta.web_service, app.meta.web_port, app.meta.http_port)
         .map_err(fail(compose_path))?;
     app.host_access = !compose.host_access().is_empty();
     app.compose = compose;

@@ -9,7 +9,7 @@ use super::{InstallError, Lifecycle, unit_file};
 use crate::app::plan::{self, Prepared};
 use crate::app::{AppFolder, Credentials, redact, unit_name};
 use crate::catalog::CatalogApp;
-use crate::catalog::compose::{Compose, VARIABLES};
+use crate::catalog::compose::{Compose, NetworkMode, VARIABLES};
 use crate::error::Code;
 use crate::host;
 use crate::images::PulledImage;
@@ -95,6 +95,10 @@ impl Lifecycle {
     async fn claim_ports(&self, app: &AppRecord, compose: &Compose) -> Result<(), InstallError> {
         let mut ports: Vec<HostPort> = Vec::new();
         for (name, service) in &compose.services {
+            // A service on the host's network publishes nothing (as with Docker).
+            if service.network_mode == NetworkMode::Host {
+                continue;
+            }
             for spec in &service.ports {
                 let Some(port) = spec.host else { continue };
                 let port = HostPort {
@@ -163,7 +167,15 @@ impl Lifecycle {
                 accounts.insert(service.image.clone(), read);
             }
         }
-        plan::prepare(&app.app_id, compose, images, &accounts, folder).map_err(InstallError::Plan)
+        plan::prepare(
+            &app.app_id,
+            compose,
+            images,
+            &accounts,
+            folder,
+            self.config.app_gateway(),
+        )
+        .map_err(InstallError::Plan)
     }
 
     /// The app folder, the containers and the unit. The plan is written before the

@@ -321,6 +321,7 @@ async fn reconcile_requeues_interrupted_installs_and_finishes_uninstalls() {
             app_version: "1",
             password: "secret",
             default_port: 9100,
+            fixed_port: false,
         };
         bench.store.insert_queued(&app, &BTreeSet::new()).unwrap()
     };

@@ -135,6 +135,8 @@ pub struct RunSettings {
     pub host_network: bool,
     pub host_pid: bool,
     pub host_ipc: bool,
+    /// `cgroup: host`: the host's cgroup namespace.
+    pub host_cgroup: bool,
     /// runc's systemd cgroup driver form: `slice:prefix:name`.
     pub cgroups_path: String,
     pub security: Security,
@@ -627,7 +629,9 @@ pub fn runtime_spec(image: &ImageConfig, run: &RunSettings) -> Result<Spec, Stri
             Some(run.netns.clone()),
         ));
     }
-    namespaces.push(namespace(LinuxNamespaceType::Cgroup, None));
+    if !run.host_cgroup {
+        namespaces.push(namespace(LinuxNamespaceType::Cgroup, None));
+    }
     let devices: Vec<LinuxDevice> = security
         .devices
         .iter()
@@ -1003,6 +1007,7 @@ mod tests {
         let run = RunSettings {
             host_network: true,
             host_pid: true,
+            host_cgroup: true,
             security: Security {
                 privileged: true,
                 devices: vec![null],
@@ -1027,7 +1032,9 @@ mod tests {
             .map(|n| n["type"].as_str().unwrap())
             .collect();
         assert!(
-            !namespaces.contains(&"network") && !namespaces.contains(&"pid"),
+            !namespaces.contains(&"network")
+                && !namespaces.contains(&"pid")
+                && !namespaces.contains(&"cgroup"),
             "{namespaces:?}"
         );
         assert_eq!(

@@ -94,6 +94,8 @@ pub struct NewApp<'a> {
     pub password: &'a str,
     /// The catalog's default host port; the first free one from here up is taken.
     pub default_port: u16,
+    /// Only `default_port` will do: the web service listens on it on the host's network.
+    pub fixed_port: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,6 +110,8 @@ pub enum StoreError {
     Exists(String, Phase),
     #[error("no free host port from {0} up")]
     NoFreePort(u16),
+    #[error("host port {0} is taken: the app's web service listens on it on the host's network")]
+    FixedPortTaken(u16),
     #[error("corrupt record {0:?}: {1}")]
     Corrupt(String, String),
     #[error("{transition:?} of {app_id} refused: {}", found.map_or("it is gone (or installed anew)".to_string(), |p| format!("it is {}", p.as_str())))]
@@ -201,9 +205,16 @@ impl Store {
             .prepare("SELECT http_port FROM apps UNION SELECT host_port FROM ports")?
             .query_map([], |row| row.get(0))?
             .collect::<Result<_, _>>()?;
-        let port = (app.default_port..=u16::MAX)
-            .find(|p| !app_taken.contains(p) && !host_taken.contains(p))
-            .ok_or(StoreError::NoFreePort(app.default_port))?;
+        let free = |p: &u16| !app_taken.contains(p) && !host_taken.contains(p);
+        let port = if app.fixed_port {
+            Some(app.default_port)
+                .filter(free)
+                .ok_or(StoreError::FixedPortTaken(app.default_port))?
+        } else {
+            (app.default_port..=u16::MAX)
+                .find(free)
+                .ok_or(StoreError::NoFreePort(app.default_port))?
+        };
         let now = unix_now();
         tx.execute(
             "INSERT INTO apps (app_id, app_name, app_version, status, http_port, password,
@@ -498,6 +509,7 @@ mod tests {
             app_version: "6.8",
             password: "secret",
             default_port: 9001,
+            fixed_port: false,
         }
     }
 

@@ -68,7 +68,7 @@ fn refused(body: &str, named: &str) {
 #[test]
 fn valid_file_parses_and_orders_dependencies() {
     let compose = read(TWO_SERVICES).unwrap();
-    compose.validate("web", 80).unwrap();
+    compose.validate("web", 80, 9001).unwrap();
     assert_eq!(compose.start_order().unwrap(), ["db", "web"]);
     let web = &compose.services["web"];
     assert_eq!(web.depends_on["db"], Condition::ServiceHealthy);
@@ -97,7 +97,10 @@ fn unknown_keys_are_named_with_their_path() {
         err.contains("services.db") && err.contains("secrets"),
         "{err}"
     );
-    let err = read(&format!("{TWO_SERVICES}configs: {{}}\n")).unwrap_err();
+    let err = read(&format!(
+        "{TWO_SERVICES}configs: {{c: {{external: true}}}}\n"
+    ))
+    .unwrap_err();
     assert!(err.contains("configs"), "{err}");
     refused("    deploy: {replicas: 2}", "replicas");
     refused("    healthcheck: {test: [CMD, x], every: 1s}", "every");
@@ -127,7 +130,7 @@ fn semantic_errors() {
     ];
     for (from, to, named) in cases {
         let err = read(&TWO_SERVICES.replace(from, to))
-            .and_then(|c| c.validate("web", 80))
+            .and_then(|c| c.validate("web", 80, 9001))
             .unwrap_err();
         assert!(err.contains(named), "{to}: {err}");
     }
@@ -136,7 +139,7 @@ fn semantic_errors() {
 #[test]
 fn dependency_cycle_is_rejected() {
     let text = TWO_SERVICES.replace("    stop_signal: SIGINT", "    depends_on: [web]");
-    let err = read(&text).unwrap().validate("web", 80).unwrap_err();
+    let err = read(&text).unwrap().validate("web", 80, 9001).unwrap_err();
     assert!(err.contains("cycle"), "{err}");
 }
 
@@ -411,7 +414,13 @@ fn key_refusals() {
         "depends_on",
     );
     refused("    healthcheck: {test: [RUN, x]}", "healthcheck");
-    refused("    healthcheck: {interval: 1s}", "healthcheck.test");
+    refused("    runtime: nvidia", "runc");
+    refused("    cgroup: shared", "cgroup");
+    refused(
+        "    deploy: {restart_policy: {condition: sometimes}}",
+        "condition",
+    );
+    refused("    configs: [nowhere]", "nowhere");
     refused("    tty: maybe", "tty");
     refused("    devices: [\"dev/x\"]", "devices");
     refused("    env_file: /etc/environment", "env_file");
@@ -526,4 +535,110 @@ fn port_collisions_name_both_services() {
         compose.port_collisions(),
         [(80, "tcp", "a".to_string(), "b".to_string())]
     );
+}
+
+#[test]
+fn keys_docker_honours_beyond_the_table() {
+    // Docker Compose: deploy's restart_policy wins over `restart`; `none` is `no`.
+    let policy = "    restart: always\n    deploy: {restart_policy: {condition: on-failure, max_attempts: 3, delay: 5s}, mode: global}";
+    assert_eq!(
+        service(policy).unwrap().restart,
+        Restart::OnFailure(Some(3))
+    );
+    assert_eq!(
+        service("    deploy: {restart_policy: {}}").unwrap().restart,
+        Restart::Always
+    );
+    assert_eq!(service("    restart: none").unwrap().restart, Restart::No);
+    // Accepted as Docker on Linux leaves them: cpu_percent discarded, attach for the CLI.
+    service("    cpu_percent: 50\n    attach: false\n    runtime: runc").unwrap();
+    // The image's own check: as a service without `healthcheck`.
+    assert!(
+        service("    healthcheck: {interval: 1s}")
+            .unwrap()
+            .healthcheck
+            .unwrap()
+            .args()
+            .is_none()
+    );
+    let keys = service("    cgroup: host").unwrap().host_access();
+    assert_eq!(keys, ["cgroup: host"]);
+    let s = service(
+        "    volumes: [\"kopia:/tmp:shared\", \".env:/app/.env:z\"]\n    ports: [\"51413:51413/UDP\"]\n    extra_hosts: [\"host.docker.internal:host-gateway\"]",
+    );
+    let err = s.unwrap_err();
+    assert!(err.contains("kopia"), "undeclared volume: {err}");
+    let s = service(
+        "    volumes: [\"data:/tmp:shared\", \".env:/app/.env:z\"]\n    ports: [\"51413:51413/UDP\"]\n    extra_hosts: [\"host.docker.internal:host-gateway\"]",
+    )
+    .unwrap();
+    assert_eq!(s.volumes[1].source, MountSource::AppFolder(".env".into()));
+    assert_eq!(s.ports[0].protocol, "udp");
+    assert_eq!(s.extra_hosts[0].1, HOST_GATEWAY);
+}
+
+#[test]
+fn configs_and_local_driver_volumes() {
+    let text = r#"
+services:
+  s:
+    image: reg/x:1
+    configs: [cmd, {source: conf, target: /etc/x.conf}]
+    volumes: ["scratch:/run/x", "site:/srv", "kept:/kept"]
+configs:
+  cmd: {file: ./cmd.sh}
+  conf: {content: "listen ${PORT:-80}"}
+volumes:
+  scratch: {driver_opts: {type: tmpfs, device: tmpfs, o: "size=1m"}}
+  site: {driver: local, driver_opts: {type: none, o: bind, device: /srv/site}}
+  kept: {external: false}
+"#;
+    let compose = read(text).unwrap();
+    let s = &compose.services["s"];
+    let sources: Vec<_> = s
+        .volumes
+        .iter()
+        .map(|m| (&m.source, m.target.clone()))
+        .collect();
+    assert_eq!(
+        sources,
+        [
+            (
+                &MountSource::Tmpfs {
+                    size: Some(1 << 20),
+                    mode: None
+                },
+                "/run/x".into()
+            ),
+            (&MountSource::Host("/srv/site".into()), "/srv".into()),
+            (&MountSource::Named("kept".into()), "/kept".into()),
+            (&MountSource::AppFolder("cmd.sh".into()), "/cmd".into()),
+            (
+                &MountSource::Text {
+                    name: "conf".into(),
+                    text: "listen 80".into()
+                },
+                "/etc/x.conf".into()
+            ),
+        ]
+    );
+    assert!(s.volumes[3].read_only && s.volumes[4].read_only);
+    assert_eq!(compose.volumes.iter().collect::<Vec<_>>(), ["kept"]);
+    assert_eq!(compose.host_access(), ["s: volumes: /srv/site"]);
+    for (volume, named) in [
+        ("{external: true}", "external"),
+        ("{driver_opts: {type: nfs, device: \":/x\"}}", "nfs"),
+    ] {
+        let err = read(&text.replace("{external: false}", volume)).unwrap_err();
+        assert!(err.contains("volumes.kept") && err.contains(named), "{err}");
+    }
+}
+
+#[test]
+fn a_web_service_on_the_host_network_is_its_own_port() {
+    let text = "services:\n  web:\n    image: reg/x:1\n    network_mode: host\n    ports: [\"9999:8123\"]\n";
+    let compose = read(text).unwrap();
+    compose.validate("web", 8123, 8123).unwrap();
+    let err = compose.validate("web", 8123, 9001).unwrap_err();
+    assert!(err.contains("host's network"), "{err}");
 }

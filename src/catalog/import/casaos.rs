@@ -21,8 +21,11 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
         .iter()
         .find_map(|f| std::fs::read_to_string(folder.join(f)).ok())
         .ok_or_else(|| Refusal::new("unreadable", "no docker-compose.yml"))?;
-    let (doc, meta) = normalize::parse(&compose_text)?;
+    let (mut doc, meta) = normalize::parse(&compose_text)?;
     let meta = meta.unwrap_or_default();
+    let mut notes = Vec::new();
+    normalize::leave_out_profiled(&mut doc, &mut notes);
+    normalize::refuse_first(&doc)?;
     let architectures: Vec<String> = meta["architectures"]
         .as_sequence()
         .into_iter()
@@ -42,8 +45,7 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
     vars.set_literal("PUID", "1000");
     vars.set_literal("PGID", "1000");
     vars.set_literal("TZ", "Etc/UTC");
-    let mut notes =
-        vec!["CasaOS's $PUID/$PGID are 1000 and $TZ is Etc/UTC, as CasaOS's defaults".to_string()];
+    notes.push("CasaOS's $PUID/$PGID are 1000 and $TZ is Etc/UTC, as CasaOS's defaults".into());
     let mut value = Value::Mapping(doc);
     normalize::resolve(&mut value, &mut vars)?;
     let Value::Mapping(mut doc) = value else {
@@ -68,39 +70,69 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
         .map(str::to_string)
         .or_else(|| services.keys().next().and_then(text))
         .ok_or_else(|| Refusal::new("unreadable", "no services"))?;
-    let service = services
-        .get_mut(main.as_str())
-        .and_then(Value::as_mapping_mut)
-        .expect("services checked");
-    if service.get("network_mode").and_then(Value::as_str) == Some("host") {
-        return Err(Refusal::new(
-            "host-network",
-            format!(
-                "main service {main} uses the host's network: its web port cannot be published"
-            ),
-        ));
-    }
     let port_map = meta["port_map"]
         .as_str()
         .map(|p| vars.resolve(p).unwrap_or_default())
         .filter(|p| !p.is_empty());
-    let published = port_map.clone().or_else(|| first_published(service));
-    let web_port = published
-        .as_deref()
-        .and_then(|p| normalize::claim_web_port(service, p))
-        .ok_or_else(|| {
-            Refusal::new(
-                "no-web-port",
-                format!(
-                    "main service {main} publishes no port_map {}",
-                    port_map.unwrap_or_default()
-                ),
-            )
-        })?;
-    let http_port = published
-        .and_then(|p| p.parse().ok())
-        .filter(|p| *p > 0)
-        .unwrap_or(web_port);
+    let on_host = |name: &str| {
+        services
+            .get(name)
+            .and_then(|s| s.get("network_mode"))
+            .and_then(Value::as_str)
+            == Some("host")
+    };
+    // CasaOS opens port_map on the host: the service that publishes it serves the UI,
+    // whichever `main` names.
+    let main = match &port_map {
+        Some(port) if !on_host(&main) && !publishes(&services[main.as_str()], port) => services
+            .iter()
+            .find(|(_, s)| publishes(s, port))
+            .and_then(|(n, _)| text(n))
+            .unwrap_or(main),
+        _ => main,
+    };
+    let (web_port, http_port) = if on_host(&main) {
+        // On the host's network it listens on port_map itself.
+        let port = port_map
+            .as_deref()
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                Refusal::new(
+                    "no-port",
+                    format!("main service {main} is on the host's network and x-casaos names no port_map: the app has no web entry"),
+                )
+            })?;
+        (port, port)
+    } else {
+        let service = services
+            .get_mut(main.as_str())
+            .and_then(Value::as_mapping_mut)
+            .expect("services checked");
+        let published = port_map.clone().or_else(|| first_published(service));
+        let web_port = published
+            .as_deref()
+            .and_then(|p| normalize::claim_web_port(service, p))
+            .ok_or_else(|| {
+                Refusal::new(
+                    if published.is_none() {
+                        "no-port"
+                    } else {
+                        "no-web-port"
+                    },
+                    format!(
+                        "main service {main} publishes no port_map {}",
+                        port_map.clone().unwrap_or_default()
+                    ),
+                )
+            })?;
+        let http_port = published
+            .and_then(|p| p.parse().ok())
+            .filter(|p| *p > 0)
+            .unwrap_or(web_port);
+        (web_port, http_port)
+    };
+    let service = &services[main.as_str()];
     let image = service.get("image").and_then(text).unwrap_or_default();
 
     let trademark = meta["title"]["en_US"]
@@ -169,6 +201,21 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
 }
 
 /// The host port of a service's first TCP `ports` entry.
+/// Whether a service publishes host port `port` (TCP).
+fn publishes(service: &Value, port: &str) -> bool {
+    service
+        .get("ports")
+        .and_then(Value::as_sequence)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .any(|spec| {
+            let (body, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+            let parts: Vec<&str> = body.rsplitn(3, ':').collect();
+            proto.eq_ignore_ascii_case("tcp") && parts.get(1) == Some(&port)
+        })
+}
+
 fn first_published(service: &Mapping) -> Option<String> {
     service
         .get("ports")?

@@ -459,12 +459,22 @@ fn relative_binds(
     empty: &mut Vec<PathBuf>,
 ) -> Result<(), Refusal> {
     let services = compose.get("services").and_then(Value::as_mapping);
-    for service in services
+    // Config files travel as the binds do.
+    let configs: Vec<String> = compose
+        .get("configs")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, c)| c.get("file").and_then(normalize::text))
+        .collect();
+    let sources = services
         .into_iter()
         .flatten()
         .filter_map(|(_, s)| s.as_mapping())
+        .flat_map(normalize::bind_sources)
+        .chain(configs);
     {
-        for source in normalize::bind_sources(service) {
+        for source in sources {
             let Some(relative) = source
                 .strip_prefix("./")
                 .or_else(|| (source == ".").then_some(""))

@@ -60,8 +60,120 @@ const SERVICE_KEYS: &[&str] = &[
     "pid",
     "ipc",
     "cgroup_parent",
+    "cgroup",
+    "runtime",
+    "configs",
+    "cpu_percent",
+    "attach",
 ];
-const TOP_KEYS: &[&str] = &["services", "volumes", "networks", "version", "name"];
+const TOP_KEYS: &[&str] = &[
+    "services", "volumes", "networks", "version", "name", "configs",
+];
+const DEPLOY_KEYS: &[&str] = &["resources", "restart_policy", "mode", "replicas"];
+
+/// The first service whose `ports` publish a fixed TCP host port: its name, and that
+/// host port as written.
+pub fn first_fixed_port(doc: &Mapping) -> Option<(String, String)> {
+    let services = doc.get("services")?.as_mapping()?;
+    services.iter().find_map(|(name, service)| {
+        let ports = service.get("ports")?.as_sequence()?;
+        ports.iter().filter_map(Value::as_str).find_map(|spec| {
+            let (body, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+            let parts: Vec<&str> = body.rsplitn(3, ':').collect();
+            match parts.as_slice() {
+                [container, host, ..]
+                    if proto.eq_ignore_ascii_case("tcp")
+                        && host.parse::<u16>().is_ok()
+                        && container.parse::<u16>().is_ok() =>
+                {
+                    Some((text(name)?, host.to_string()))
+                }
+                _ => None,
+            }
+        })
+    })
+}
+
+/// Whether any service publishes a port.
+pub fn publishes_any(doc: &Mapping) -> bool {
+    doc.get("services")
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .any(|(_, s)| {
+            s.get("ports")
+                .and_then(Value::as_sequence)
+                .is_some_and(|p| !p.is_empty())
+        })
+}
+
+/// Refuses, before anything else is looked at, what makes an app one that needs Docker
+/// (`build`, a Docker socket) or that Docker would not run either (a service with
+/// neither image nor build): these are the reasons, whatever else the app has.
+pub fn refuse_first(doc: &Mapping) -> Result<(), Refusal> {
+    let services = doc.get("services").and_then(Value::as_mapping);
+    for (name, service) in services.into_iter().flatten() {
+        let name = text(name).unwrap_or_default();
+        let Some(service) = service.as_mapping() else {
+            return Err(Refusal::new(
+                "no-image",
+                format!("service {name} is empty: it has no image"),
+            ));
+        };
+        if service.contains_key("build") {
+            return Err(Refusal::new(
+                "build",
+                format!("service {name} is built from a Dockerfile"),
+            ));
+        }
+        if bind_sources(service).iter().any(|s| is_docker_socket(s)) {
+            return Err(Refusal::new(
+                "docker-socket",
+                format!("service {name} drives Docker through its socket"),
+            ));
+        }
+        if service
+            .get("image")
+            .and_then(text)
+            .is_none_or(|i| i.is_empty())
+        {
+            return Err(Refusal::new(
+                "no-image",
+                format!("service {name} has no image"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Leaves out services with `profiles` that no other service needs: Docker Compose
+/// does not start them unless asked for their profile.
+pub fn leave_out_profiled(doc: &mut Mapping, notes: &mut Vec<String>) {
+    let Some(services) = doc.get_mut("services").and_then(Value::as_mapping_mut) else {
+        return;
+    };
+    let needed: Vec<String> = services
+        .values()
+        .filter_map(|s| s.get("depends_on"))
+        .flat_map(|d| match d {
+            Value::Sequence(items) => items.iter().filter_map(text).collect::<Vec<_>>(),
+            Value::Mapping(m) => m.keys().filter_map(text).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    let profiled: Vec<String> = services
+        .iter()
+        .filter(|(_, s)| s.get("profiles").is_some())
+        .filter_map(|(n, _)| text(n))
+        .filter(|n| !needed.contains(n))
+        .collect();
+    for name in profiled {
+        services.remove(name.as_str());
+        notes.push(format!(
+            "{name} left out: it has `profiles`, so Docker Compose does not start it by default"
+        ));
+    }
+}
 
 /// Docker's socket, wherever a host mounts it.
 pub fn is_docker_socket(source: &str) -> bool {
@@ -139,8 +251,11 @@ pub fn services(doc: &mut Mapping) -> Result<&mut Mapping, Refusal> {
     for (name, service) in services.iter() {
         if !service.is_mapping() {
             return Err(Refusal::new(
-                "invalid",
-                format!("service {} is empty", text(name).unwrap_or_default()),
+                "no-image",
+                format!(
+                    "service {} is empty: it has no image",
+                    text(name).unwrap_or_default()
+                ),
             ));
         }
     }
@@ -191,9 +306,32 @@ pub fn refuse_unsupported(doc: &Mapping) -> Result<(), Refusal> {
                 ));
             }
         }
+        if let Some(runtime) = service.get("runtime").and_then(text)
+            && runtime != "runc"
+        {
+            return Err(if runtime.contains("nvidia") {
+                Refusal::new(
+                    "gpu-runtime",
+                    format!(
+                        "service {name} runs on the {runtime} runtime (a GPU): appunit runs containers with runc"
+                    ),
+                )
+            } else {
+                Refusal::unsupported(&format!("runtime: {runtime}"), format!("service {name}"))
+            });
+        }
+        if let Some(mode) = service.get("cgroup").and_then(text)
+            && mode != "host"
+            && mode != "private"
+        {
+            return Err(Refusal::unsupported(
+                &format!("cgroup: {mode}"),
+                format!("service {name}"),
+            ));
+        }
         if let Some(deploy) = service.get("deploy").and_then(Value::as_mapping) {
             for key in deploy.keys().filter_map(Value::as_str) {
-                if key != "resources" {
+                if !DEPLOY_KEYS.contains(&key) {
                     return Err(Refusal::unsupported(
                         &format!("deploy.{key}"),
                         format!("service {name}"),
@@ -284,6 +422,13 @@ pub fn tidy(doc: &mut Mapping) -> Vec<String> {
                 Some(_) => kept_networks = true,
                 None => {}
             }
+            if service.get("network_mode").and_then(Value::as_str) == Some("host")
+                && service.remove("ports").is_some()
+            {
+                notes.push(format!(
+                    "{name}: `ports` left out: on the host's network Docker discards them"
+                ));
+            }
             if let Some(ports) = service.get_mut("ports").and_then(Value::as_sequence_mut) {
                 for port in ports.iter_mut() {
                     *port = short_port(port);
@@ -293,6 +438,12 @@ pub fn tidy(doc: &mut Mapping) -> Vec<String> {
                 for volume in volumes.iter_mut() {
                     if let Some(short) = short_volume(volume) {
                         *volume = short;
+                    }
+                    if let Some((kept, dropped)) = volume.as_str().and_then(known_options) {
+                        notes.push(format!(
+                            "{name}: volume option {dropped} left out: Docker ignores it"
+                        ));
+                        *volume = Value::String(kept);
                     }
                 }
             }
@@ -321,6 +472,41 @@ pub fn tidy(doc: &mut Mapping) -> Vec<String> {
         );
     }
     notes
+}
+
+/// A short volume whose options Docker does not know (`rwz`): it without them, and them.
+fn known_options(spec: &str) -> Option<(String, String)> {
+    const KNOWN: &[&str] = &[
+        "ro",
+        "rw",
+        "z",
+        "Z",
+        "cached",
+        "delegated",
+        "consistent",
+        "nocopy",
+        "shared",
+        "rshared",
+        "slave",
+        "rslave",
+        "private",
+        "rprivate",
+    ];
+    let parts: Vec<&str> = spec.split(':').collect();
+    let [source, target, options] = parts.as_slice() else {
+        return None;
+    };
+    let (known, unknown): (Vec<&str>, Vec<&str>) =
+        options.split(',').partition(|o| KNOWN.contains(o));
+    if unknown.is_empty() {
+        return None;
+    }
+    let kept = if known.is_empty() {
+        format!("{source}:{target}")
+    } else {
+        format!("{source}:{target}:{}", known.join(","))
+    };
+    Some((kept, unknown.join(",")))
 }
 
 fn has_aliases(networks: &Value) -> bool {

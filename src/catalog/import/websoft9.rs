@@ -44,10 +44,14 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
 
     let (mut doc, _) = normalize::parse(&compose_text)?;
     let mut notes = Vec::new();
-    let port_variable = web_port_variable(&doc, &raw)
-        .ok_or_else(|| Refusal::new("no-web-port", "no W9_*_PORT_SET variable publishes a port"))?;
+    leave_out_helpers(&mut doc, &mut notes)?;
+    normalize::leave_out_profiled(&mut doc, &mut notes);
+    normalize::refuse_first(&doc)?;
+    let port_variable = web_port_variable(&doc, &raw);
     let mut vars = Vars::default();
-    vars.set_app(&port_variable, "APP_HTTP_PORT");
+    if let Some(variable) = &port_variable {
+        vars.set_app(variable, "APP_HTTP_PORT");
+    }
     for (w9, app) in APP_VARIABLES {
         if raw.get(w9).is_some() {
             vars.set_app(w9, app);
@@ -56,7 +60,6 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
     vars.load_dotenv(&env_text)
         .map_err(|e| Refusal::new("invalid", format!(".env: {e}")))?;
 
-    leave_out_helpers(&mut doc, &mut notes)?;
     let mut value = Value::Mapping(doc);
     normalize::resolve(&mut value, &mut vars)?;
     let Value::Mapping(mut doc) = value else {
@@ -69,20 +72,25 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
             vars.missing.iter().cloned().collect::<Vec<_>>().join(", ")
         ));
     }
+    home_binds(&mut doc, &mut notes);
     notes.extend(normalize::tidy(&mut doc));
     normalize::declare_volumes(&mut doc);
     normalize::refuse_unsupported(&doc)?;
 
-    let (web_service, web_port) = web_entry(&doc).ok_or_else(|| {
-        Refusal::new(
-            "no-web-port",
-            format!("no service publishes ${port_variable}"),
-        )
-    })?;
-    let http_port = plain(&port_variable)
-        .and_then(|p| p.trim().parse().ok())
-        .filter(|p| *p > 0)
-        .unwrap_or(9000);
+    let plain_port = |name: &str| {
+        plain(name)
+            .and_then(|p| p.trim().parse::<u16>().ok())
+            .filter(|p| *p > 0)
+    };
+    let (web_service, web_port, http_port) = match &port_variable {
+        Some(variable) => {
+            let (service, port) = web_entry(&doc).ok_or_else(|| {
+                Refusal::new("no-web-port", format!("no service publishes ${variable}"))
+            })?;
+            (service, port, plain_port(variable).unwrap_or(9000))
+        }
+        None => fixed_web_entry(&mut doc, plain_port("W9_HTTP_PORT"), &mut notes)?,
+    };
     let mut files = Vec::new();
     if folder.join("src").is_dir() {
         files.push((folder.join("src"), "src".into()));
@@ -145,6 +153,67 @@ fn web_port_variable(doc: &Mapping, raw: &Vars) -> Option<String> {
         .find(|v| raw.get(v).is_some() && text.contains(v.as_str()))
 }
 
+/// The web entry of an app whose ports name no variable: the first fixed TCP port
+/// published (made `${APP_HTTP_PORT}`, its number the default), else a service on the
+/// host's network that listens on W9_HTTP_PORT itself.
+fn fixed_web_entry(
+    doc: &mut Mapping,
+    w9_http_port: Option<u16>,
+    notes: &mut Vec<String>,
+) -> Result<(String, u16, u16), Refusal> {
+    if let Some((name, published)) = normalize::first_fixed_port(doc) {
+        let services = normalize::services(doc)?;
+        let service = services
+            .get_mut(name.as_str())
+            .and_then(Value::as_mapping_mut)
+            .expect("services checked");
+        if let Some(port) = normalize::claim_web_port(service, &published) {
+            notes.push(format!(
+                "{name}: its first fixed port {published} is the web port (published as ${{APP_HTTP_PORT}})"
+            ));
+            return Ok((name, port, published.parse().unwrap_or(port)));
+        }
+    }
+    let services = normalize::services(doc)?;
+    let on_host = services.iter().find_map(|(name, service)| {
+        (service.get("network_mode").and_then(Value::as_str) == Some("host")).then(|| text(name))?
+    });
+    match (on_host, w9_http_port) {
+        (Some(name), Some(port)) => Ok((name, port, port)),
+        _ if normalize::publishes_any(doc) => Err(Refusal::new(
+            "no-web-port",
+            "no service publishes a TCP port",
+        )),
+        _ => Err(Refusal::new(
+            "no-port",
+            "no service publishes a port: the app has no web entry",
+        )),
+    }
+}
+
+/// `~` in a bind source: Websoft9 runs Compose as root, whose home is /root.
+fn home_binds(doc: &mut Mapping, notes: &mut Vec<String>) {
+    let Some(services) = doc.get_mut("services").and_then(Value::as_mapping_mut) else {
+        return;
+    };
+    for (name, service) in services.iter_mut() {
+        let Some(volumes) = service.get_mut("volumes").and_then(Value::as_sequence_mut) else {
+            continue;
+        };
+        for volume in volumes.iter_mut() {
+            if let Value::String(spec) = volume
+                && let Some(rest) = spec.strip_prefix("~/")
+            {
+                notes.push(format!(
+                    "{}: bind ~/{rest} is /root/{rest}: Websoft9 runs Compose as root",
+                    text(name).unwrap_or_default()
+                ));
+                *spec = format!("/root/{rest}");
+            }
+        }
+    }
+}
+
 /// Variables written as the host part of a `ports` entry, in file order.
 fn host_port_variables(doc: &Mapping) -> Vec<String> {
     let services = doc.get("services").and_then(Value::as_mapping);
@@ -157,10 +226,9 @@ fn host_port_variables(doc: &Mapping) -> Vec<String> {
         .filter_map(|spec| {
             let body = spec.split('/').next()?;
             let host = body.rsplit(':').nth(1)?;
-            let name = host
-                .strip_prefix('$')?
-                .trim_start_matches('{')
-                .trim_end_matches('}');
+            // `$P`, `${P}`, `${P:-3002}`: the variable's name.
+            let name = host.strip_prefix('$')?.trim_start_matches('{');
+            let name = name.split([':', '-', '?', '}']).next().unwrap_or_default();
             (!name.is_empty()).then(|| name.to_string())
         })
         .collect()
