@@ -1,8 +1,10 @@
 //! SQLite (WAL, migrations): the only writer of app records.
 
+pub mod operation;
 pub mod phase;
 
 use crate::error::Code;
+pub use operation::{LastOperation, OperationInfo, OperationKind, OperationResult};
 pub use phase::{Phase, Transition};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
@@ -50,12 +52,27 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     CREATE INDEX ports_by_app ON ports (app_id);",
     ),
+    // The operation under way on an app (install, upgrade, backup, restore) and how the
+    // last one ended: AppStatusInfo's `operation` and `last_operation`.
+    M::up(
+        "ALTER TABLE apps ADD COLUMN op_kind TEXT;
+         ALTER TABLE apps ADD COLUMN op_from TEXT;
+         ALTER TABLE apps ADD COLUMN op_to TEXT;
+         ALTER TABLE apps ADD COLUMN last_kind TEXT;
+         ALTER TABLE apps ADD COLUMN last_result TEXT;
+         ALTER TABLE apps ADD COLUMN last_reason_code TEXT;
+         ALTER TABLE apps ADD COLUMN last_reason_detail TEXT;
+         ALTER TABLE apps ADD COLUMN last_finished INTEGER;
+         ALTER TABLE apps ADD COLUMN last_downtime_ms INTEGER;",
+    ),
 ];
 
 /// The columns of an `AppRecord`, in `raw_record`'s order.
 macro_rules! record_columns {
     () => {
-        "app_id, app_name, app_version, status, reason_code, reason_detail, http_port, password, serial"
+        "app_id, app_name, app_version, status, reason_code, reason_detail, http_port, password, serial, \
+         op_kind, op_from, op_to, last_kind, last_result, last_reason_code, last_reason_detail, \
+         last_finished, last_downtime_ms"
     };
 }
 const SELECT: &str = concat!("SELECT ", record_columns!(), " FROM apps");
@@ -85,6 +102,10 @@ pub struct AppRecord {
     pub password: String,
     /// Tells this install of the name from earlier and later ones.
     pub serial: i64,
+    /// The operation under way, if any.
+    pub operation: Option<OperationInfo>,
+    /// How the last operation ended.
+    pub last_operation: Option<LastOperation>,
 }
 
 pub struct NewApp<'a> {
@@ -192,6 +213,16 @@ impl Store {
         app: &NewApp,
         host_taken: &BTreeSet<u16>,
     ) -> Result<AppRecord, StoreError> {
+        self.insert_queued_for(app, OperationKind::Install, host_taken)
+    }
+
+    /// Records a queued install that `kind` (an install or a restore) runs.
+    pub fn insert_queued_for(
+        &self,
+        app: &NewApp,
+        kind: OperationKind,
+        host_taken: &BTreeSet<u16>,
+    ) -> Result<AppRecord, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(existing) = read_one(&tx, app.app_id)? {
@@ -207,8 +238,8 @@ impl Store {
         let now = unix_now();
         tx.execute(
             "INSERT INTO apps (app_id, app_name, app_version, status, http_port, password,
-                               created_at, updated_at, serial)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+                               created_at, updated_at, serial, op_kind, op_to)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?3)",
             params![
                 app.app_id,
                 app.app_name,
@@ -217,7 +248,8 @@ impl Store {
                 port,
                 app.password,
                 now,
-                rand::random_range(1..i64::MAX)
+                rand::random_range(1..i64::MAX),
+                kind.as_str(),
             ],
         )?;
         let record = read_one(&tx, app.app_id)?
@@ -310,6 +342,14 @@ impl Store {
         if transition == Transition::Fail {
             tx.execute("DELETE FROM ports WHERE app_id = ?1", [&app.app_id])?;
         }
+        // The install (or restore) ends with the pipeline.
+        match transition {
+            Transition::Started => {
+                operation::end(&tx, app, OperationResult::Succeeded, None, None)?;
+            }
+            Transition::Fail => operation::end(&tx, app, OperationResult::Failed, reason, None)?,
+            _ => {}
+        }
         tx.commit()?;
         Ok(from)
     }
@@ -326,8 +366,8 @@ impl Store {
         ))?;
         let rows = statement.query_map([Phase::Uninstalling.as_str()], |row| {
             let request = UninstallRequest {
-                delete_data: row.get::<_, Option<bool>>(9)?.unwrap_or(false),
-                delete_image: row.get::<_, Option<bool>>(10)?.unwrap_or(false),
+                delete_data: row.get::<_, Option<bool>>(18)?.unwrap_or(false),
+                delete_image: row.get::<_, Option<bool>>(19)?.unwrap_or(false),
             };
             Ok((raw_record(row)?, request))
         })?;
@@ -429,6 +469,7 @@ struct RawRecord {
     http_port: u16,
     password: String,
     serial: i64,
+    operation: operation::RawOperation,
 }
 
 fn raw_record(row: &rusqlite::Row) -> rusqlite::Result<RawRecord> {
@@ -442,6 +483,7 @@ fn raw_record(row: &rusqlite::Row) -> rusqlite::Result<RawRecord> {
         http_port: row.get(6)?,
         password: row.get(7)?,
         serial: row.get(8)?,
+        operation: operation::RawOperation::read(row, 9)?,
     })
 }
 
@@ -460,7 +502,10 @@ impl RawRecord {
             }),
             None => None,
         };
+        let (operation, last_operation) = self.operation.into_parts(&self.app_id)?;
         Ok(AppRecord {
+            operation,
+            last_operation,
             reason,
             app_id: self.app_id,
             app_name: self.app_name,
