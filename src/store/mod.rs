@@ -58,6 +58,7 @@ const MIGRATIONS: &[M<'static>] = &[
         "ALTER TABLE apps ADD COLUMN op_kind TEXT;
          ALTER TABLE apps ADD COLUMN op_from TEXT;
          ALTER TABLE apps ADD COLUMN op_to TEXT;
+         ALTER TABLE apps ADD COLUMN op_source TEXT;
          ALTER TABLE apps ADD COLUMN last_kind TEXT;
          ALTER TABLE apps ADD COLUMN last_result TEXT;
          ALTER TABLE apps ADD COLUMN last_reason_code TEXT;
@@ -71,7 +72,7 @@ const MIGRATIONS: &[M<'static>] = &[
 macro_rules! record_columns {
     () => {
         "app_id, app_name, app_version, status, reason_code, reason_detail, http_port, password, serial, \
-         op_kind, op_from, op_to, last_kind, last_result, last_reason_code, last_reason_detail, \
+         op_kind, op_from, op_to, op_source, last_kind, last_result, last_reason_code, last_reason_detail, \
          last_finished, last_downtime_ms"
     };
 }
@@ -213,14 +214,16 @@ impl Store {
         app: &NewApp,
         host_taken: &BTreeSet<u16>,
     ) -> Result<AppRecord, StoreError> {
-        self.insert_queued_for(app, OperationKind::Install, host_taken)
+        self.insert_queued_for(app, OperationKind::Install, None, host_taken)
     }
 
-    /// Records a queued install that `kind` (an install or a restore) runs.
+    /// Records a queued install that `kind` runs: an install, or a restore of the
+    /// backup `source`.
     pub fn insert_queued_for(
         &self,
         app: &NewApp,
         kind: OperationKind,
+        source: Option<&str>,
         host_taken: &BTreeSet<u16>,
     ) -> Result<AppRecord, StoreError> {
         let mut conn = self.conn();
@@ -238,8 +241,8 @@ impl Store {
         let now = unix_now();
         tx.execute(
             "INSERT INTO apps (app_id, app_name, app_version, status, http_port, password,
-                               created_at, updated_at, serial, op_kind, op_to)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?3)",
+                               created_at, updated_at, serial, op_kind, op_to, op_source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?3, ?10)",
             params![
                 app.app_id,
                 app.app_name,
@@ -250,6 +253,7 @@ impl Store {
                 now,
                 rand::random_range(1..i64::MAX),
                 kind.as_str(),
+                source,
             ],
         )?;
         let record = read_one(&tx, app.app_id)?
@@ -366,8 +370,8 @@ impl Store {
         ))?;
         let rows = statement.query_map([Phase::Uninstalling.as_str()], |row| {
             let request = UninstallRequest {
-                delete_data: row.get::<_, Option<bool>>(18)?.unwrap_or(false),
-                delete_image: row.get::<_, Option<bool>>(19)?.unwrap_or(false),
+                delete_data: row.get::<_, Option<bool>>(19)?.unwrap_or(false),
+                delete_image: row.get::<_, Option<bool>>(20)?.unwrap_or(false),
             };
             Ok((raw_record(row)?, request))
         })?;

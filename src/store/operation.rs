@@ -69,6 +69,8 @@ pub struct OperationInfo {
     pub kind: OperationKind,
     pub from_version: Option<String>,
     pub to_version: Option<String>,
+    /// What it works from: a restore's backup.
+    pub source: Option<String>,
 }
 
 /// How an operation ended.
@@ -87,6 +89,7 @@ pub(super) struct RawOperation {
     kind: Option<String>,
     from: Option<String>,
     to: Option<String>,
+    source: Option<String>,
     last_kind: Option<String>,
     last_result: Option<String>,
     last_code: Option<String>,
@@ -96,18 +99,19 @@ pub(super) struct RawOperation {
 }
 
 impl RawOperation {
-    /// The nine columns from `first` on, in `record_columns!`'s order.
+    /// The ten columns from `first` on, in `record_columns!`'s order.
     pub(super) fn read(row: &rusqlite::Row, first: usize) -> rusqlite::Result<RawOperation> {
         Ok(RawOperation {
             kind: row.get(first)?,
             from: row.get(first + 1)?,
             to: row.get(first + 2)?,
-            last_kind: row.get(first + 3)?,
-            last_result: row.get(first + 4)?,
-            last_code: row.get(first + 5)?,
-            last_detail: row.get(first + 6)?,
-            last_finished: row.get(first + 7)?,
-            last_downtime_ms: row.get(first + 8)?,
+            source: row.get(first + 3)?,
+            last_kind: row.get(first + 4)?,
+            last_result: row.get(first + 5)?,
+            last_code: row.get(first + 6)?,
+            last_detail: row.get(first + 7)?,
+            last_finished: row.get(first + 8)?,
+            last_downtime_ms: row.get(first + 9)?,
         })
     }
 
@@ -125,6 +129,7 @@ impl RawOperation {
                 kind: kind(&text)?,
                 from_version: self.from,
                 to_version: self.to,
+                source: self.source,
             }),
             None => None,
         };
@@ -160,7 +165,8 @@ pub(super) fn end(
     conn.execute(
         "UPDATE apps SET last_kind = coalesce(op_kind, 'install'), last_result = ?3,
                          last_reason_code = ?4, last_reason_detail = ?5, last_finished = ?6,
-                         last_downtime_ms = ?7, op_kind = NULL, op_from = NULL, op_to = NULL
+                         last_downtime_ms = ?7, op_kind = NULL, op_from = NULL, op_to = NULL,
+                         op_source = NULL
          WHERE app_id = ?1 AND serial = ?2",
         params![
             app.app_id,
@@ -186,7 +192,8 @@ impl Store {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let changed = tx.execute(
-            "UPDATE apps SET op_kind = ?3, op_from = ?4, op_to = ?5, updated_at = ?6
+            "UPDATE apps SET op_kind = ?3, op_from = ?4, op_to = ?5, op_source = ?7,
+                             updated_at = ?6
              WHERE app_id = ?1 AND serial = ?2 AND op_kind IS NULL",
             params![
                 app.app_id,
@@ -195,6 +202,7 @@ impl Store {
                 info.from_version,
                 info.to_version,
                 unix_now(),
+                info.source,
             ],
         )?;
         let record = read_one(&tx, &app.app_id)?;
@@ -250,11 +258,17 @@ mod tests {
             default_port: 9001,
         };
         let app = store
-            .insert_queued_for(&new, OperationKind::Restore, &BTreeSet::new())
+            .insert_queued_for(
+                &new,
+                OperationKind::Restore,
+                Some("b.tar.zst"),
+                &BTreeSet::new(),
+            )
             .unwrap();
         let running = app.operation.clone().unwrap();
         assert_eq!(running.kind, OperationKind::Restore);
         assert_eq!(running.to_version.as_deref(), Some("6.8"));
+        assert_eq!(running.source.as_deref(), Some("b.tar.zst"));
         for step in [
             Transition::Dequeue,
             Transition::Pulled,
@@ -274,6 +288,7 @@ mod tests {
             kind: OperationKind::Backup,
             from_version: None,
             to_version: None,
+            source: None,
         };
         let busy = store.begin_operation(&done, &backup).unwrap();
         assert!(store.begin_operation(&done, &backup).is_err());
