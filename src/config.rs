@@ -27,6 +27,8 @@ pub struct Config {
     /// Apps that need host access (privileged, devices, host namespaces, absolute
     /// binds) install only where this is set.
     pub allow_host_access: bool,
+    /// Where backups are written and looked for; unset: `<state_dir>/backups`.
+    pub backup_dir: Option<PathBuf>,
     pub registries: BTreeMap<String, RegistryConfig>,
 }
 
@@ -76,6 +78,7 @@ impl Default for Config {
             unit_target: "multi-user.target".into(),
             max_parallel_installs: 2,
             allow_host_access: false,
+            backup_dir: None,
             registries: BTreeMap::new(),
         }
     }
@@ -124,6 +127,13 @@ impl Config {
         self.run_dir().join("apps").join(app_id)
     }
 
+    /// Backup bundles: `backup_dir`, or `<state_dir>/backups`.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup_dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("backups"))
+    }
+
     pub fn network(&self) -> crate::runtime::net::Network {
         crate::runtime::net::Network::new(
             self.cni_plugin_dir.clone(),
@@ -169,6 +179,9 @@ impl Config {
             if !path.is_absolute() {
                 return Err(format!("key `{key}`: {path:?} is not an absolute path"));
             }
+        }
+        if let Some(dir) = self.backup_dir.as_ref().filter(|d| !d.is_absolute()) {
+            return Err(format!("key `backup_dir`: {dir:?} is not an absolute path"));
         }
         if let Some(dir) = self.catalog_dirs.iter().find(|d| !d.is_absolute()) {
             return Err(format!(

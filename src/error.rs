@@ -35,6 +35,10 @@ pub enum AppError {
     AppIdFormat,
     #[error("no app with app_id {0:?}")]
     AppIdNotExist(String),
+    #[error("backup is missing or empty")]
+    BackupBlank,
+    #[error("no backup {0:?} in the backup folder")]
+    BackupNotExist(String),
     #[error("{0}")]
     ActionNotExist(String),
     #[error("method {0} is not allowed: use GET or POST")]
@@ -70,6 +74,8 @@ pub enum Code {
     AppIdBlank,
     AppIdFormat,
     AppIdNotExist,
+    BackupBlank,
+    BackupNotExist,
     ActionNotExist,
     VersionNotSupport,
     TooLarge,
@@ -80,7 +86,7 @@ pub enum Code {
 }
 
 impl Code {
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 22] = [
         Code::AppNameBlank,
         Code::AppNameNotExist,
         Code::CustomerAppNameBlank,
@@ -94,6 +100,8 @@ impl Code {
         Code::AppIdBlank,
         Code::AppIdFormat,
         Code::AppIdNotExist,
+        Code::BackupBlank,
+        Code::BackupNotExist,
         Code::ActionNotExist,
         Code::VersionNotSupport,
         Code::TooLarge,
@@ -120,6 +128,8 @@ impl Code {
             Code::AppIdBlank => "Param.APPID.Blank",
             Code::AppIdFormat => "Param.APPID.FormatError",
             Code::AppIdNotExist => "Param.APPID.NotExist",
+            Code::BackupBlank => "Param.Backup.Blank",
+            Code::BackupNotExist => "Param.Backup.NotExist",
             Code::ActionNotExist => "Action.NotExist",
             Code::VersionNotSupport => "Param.Version.NotSupport",
             Code::TooLarge => "Param.TooLarge",
@@ -159,6 +169,8 @@ impl AppError {
             AppIdBlank => Code::AppIdBlank,
             AppIdFormat => Code::AppIdFormat,
             AppIdNotExist(_) => Code::AppIdNotExist,
+            BackupBlank => Code::BackupBlank,
+            BackupNotExist(_) => Code::BackupNotExist,
             // A path or a method the API does not serve: either way no such Action exists.
             ActionNotExist(_) | MethodNotAllowed(_) => Code::ActionNotExist,
             VersionNotSupport(_) => Code::VersionNotSupport,

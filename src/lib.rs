@@ -4,6 +4,7 @@
 pub mod actions;
 pub mod api;
 pub mod app;
+pub mod backup;
 pub mod catalog;
 pub mod config;
 pub mod error;

@@ -58,6 +58,8 @@ pub fn message(code: Code, language: Language) -> &'static str {
             "APP_ID may contain only digits and lowercase letters (2-32).",
         ),
         Code::AppIdNotExist => ("APP不存在", "The app does not exist."),
+        Code::BackupBlank => ("备份名称不能为空", "The backup name is empty."),
+        Code::BackupNotExist => ("备份不存在", "The backup does not exist."),
         Code::ActionNotExist => ("接口不存在", "The Action does not exist."),
         Code::VersionNotSupport => ("不支持该接口版本", "The API version is not supported."),
         Code::TooLarge => ("请求内容过大", "The request is too large."),

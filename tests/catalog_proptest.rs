@@ -154,7 +154,7 @@ proptest! {
             app_data: std::path::Path::new("/var/lib/appunit/apps/x/data"),
         };
         if let Ok((compose, _)) = Compose::read(&text, &context) {
-            let _ = compose.validate("web", 80);
+            let _ = compose.validate("web", 80, 9001);
             let _ = compose.start_order();
         }
     }

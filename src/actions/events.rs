@@ -107,10 +107,15 @@ pub fn with_keep_alive(frames: BoxStream<'static, Bytes>) -> BoxStream<'static, 
         Some((Bytes::from_static(KEEP_ALIVE), ()))
     });
     // Ends with `frames`: the beats alone never end.
-    futures_util::stream::select(frames.map(Some).chain(futures_util::stream::once(async { None })), beats.map(Some))
-        .take_while(|frame| std::future::ready(frame.is_some()))
-        .filter_map(std::future::ready)
-        .boxed()
+    futures_util::stream::select(
+        frames
+            .map(Some)
+            .chain(futures_util::stream::once(async { None })),
+        beats.map(Some),
+    )
+    .take_while(|frame| std::future::ready(frame.is_some()))
+    .filter_map(std::future::ready)
+    .boxed()
 }
 
 /// A frame of unnamed events: `data:` and the value as one line of JSON.

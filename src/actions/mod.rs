@@ -1,6 +1,7 @@
 //! The seven Actions: validation in the seed's order (blank, format, existence), then
 //! the lifecycle step. Answers are plain data; the api layer wraps them.
 
+mod backups;
 pub mod events;
 pub mod params;
 
@@ -34,6 +35,10 @@ pub enum Action {
     Status,
     List,
     Logs,
+    Backup,
+    BackupList,
+    BackupDelete,
+    Restore,
 }
 
 impl Action {
@@ -47,6 +52,10 @@ impl Action {
             "AppStatus" => Action::Status,
             "AppList" => Action::List,
             "AppLogs" => Action::Logs,
+            "AppBackup" => Action::Backup,
+            "AppBackupList" => Action::BackupList,
+            "AppBackupDelete" => Action::BackupDelete,
+            "AppRestore" => Action::Restore,
             _ => return None,
         })
     }
@@ -61,14 +70,22 @@ impl Action {
             Action::Status => "AppStatus",
             Action::List => "AppList",
             Action::Logs => "AppLogs",
+            Action::Backup => "AppBackup",
+            Action::BackupList => "AppBackupList",
+            Action::BackupDelete => "AppBackupDelete",
+            Action::Restore => "AppRestore",
         }
     }
 
     /// The parameter naming the app, for Actions that answer `{"app_id"}` even on failure.
     fn id_param(self) -> Option<&'static str> {
         match self {
-            Action::Install => Some("customer_app_name"),
-            Action::Status | Action::List | Action::Logs => None,
+            Action::Install | Action::Restore => Some("customer_app_name"),
+            Action::Status
+            | Action::List
+            | Action::Logs
+            | Action::BackupList
+            | Action::BackupDelete => None,
             _ => Some("app_id"),
         }
     }
@@ -113,6 +130,9 @@ pub enum Reply {
     Status(Box<AppDetailInfo>),
     List(Vec<AppDetailInfo>),
     Logs(Vec<LogEntry>),
+    Backup { app_id: String, backup: String },
+    BackupName { backup: String },
+    Backups(Vec<crate::backup::BackupInfo>),
 }
 
 /// AppStatusInfo / AppDetailInfo (SPEC); one shape serves both.
@@ -132,6 +152,27 @@ pub struct AppDetailInfo {
     pub running_info: Option<RunningInfo>,
     /// The app's slice while it runs, from systemd.
     pub usage: Option<Usage>,
+    pub operation: Option<OperationJson>,
+    pub last_operation: Option<LastOperationJson>,
+}
+
+/// SPEC `operation`: the one under way.
+#[derive(Debug, Serialize)]
+pub struct OperationJson {
+    pub kind: &'static str,
+    pub from_version: Option<String>,
+    pub to_version: Option<String>,
+}
+
+/// SPEC `last_operation`: how the last one ended.
+#[derive(Debug, Serialize)]
+pub struct LastOperationJson {
+    pub kind: &'static str,
+    pub result: &'static str,
+    pub reason: Option<ReasonInfo>,
+    /// RFC 3339.
+    pub finished: String,
+    pub downtime_ms: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -204,6 +245,15 @@ impl Actions {
             ))),
             Action::List => Ok(Reply::List(self.list(params, language).await?)),
             Action::Logs => return self.logs(params).await,
+            Action::Backup => {
+                let (app_id, backup) = self.backup(params).await?;
+                Ok(Reply::Backup { app_id, backup })
+            }
+            Action::BackupList => Ok(Reply::Backups(self.backup_list(params).await?)),
+            Action::BackupDelete => Ok(Reply::BackupName {
+                backup: self.backup_delete(params).await?,
+            }),
+            Action::Restore => self.restore(params).await.map(app_id_data),
         };
         reply.map(Answer::Reply)
     }
@@ -433,7 +483,32 @@ impl Actions {
             Status::Running => self.lifecycle.usage(&record.app_id).await,
             _ => None,
         };
+        let operation = record.operation.as_ref().map(|o| OperationJson {
+            kind: o.kind.as_str(),
+            from_version: o.from_version.clone(),
+            to_version: o.to_version.clone(),
+        });
+        let last_operation = record
+            .last_operation
+            .as_ref()
+            .map(|last| LastOperationJson {
+                kind: last.kind.as_str(),
+                result: last.result.as_str(),
+                reason: last.reason.as_ref().map(|reason| ReasonInfo {
+                    message: message(reason.code, language),
+                    code: reason.code,
+                    detail: reason.detail.clone(),
+                }),
+                finished: humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH
+                        + std::time::Duration::from_secs(last.finished.max(0) as u64),
+                )
+                .to_string(),
+                downtime_ms: last.downtime_ms,
+            });
         AppDetailInfo {
+            operation,
+            last_operation,
             usage,
             status_code: truth.status.code(),
             status: truth.status.as_str(),
@@ -508,6 +583,11 @@ mod tests {
             Action::Restart,
             Action::Status,
             Action::List,
+            Action::Logs,
+            Action::Backup,
+            Action::BackupList,
+            Action::BackupDelete,
+            Action::Restore,
         ] {
             assert_eq!(Action::from_name(action.name()), Some(action));
         }

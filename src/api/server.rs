@@ -133,7 +133,10 @@ impl Connections {
             slot.close.cancel();
         }
         if closing > 0 {
-            tracing::debug!(closing, "at the connection cap: closing the longest-idle connections");
+            tracing::debug!(
+                closing,
+                "at the connection cap: closing the longest-idle connections"
+            );
         }
         closing
     }

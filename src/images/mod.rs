@@ -3,6 +3,7 @@
 //! This is the client-side pull that containerd 1.6 (no Transfer service) needs.
 
 pub mod auth;
+mod layout;
 pub mod progress;
 pub mod registry;
 pub mod retry;
@@ -175,6 +176,8 @@ struct DescriptorJson {
     digest: String,
     size: i64,
     platform: Option<PlatformJson>,
+    #[serde(default)]
+    annotations: HashMap<String, String>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -225,9 +228,27 @@ impl Puller {
         images: &[String],
         progress: &Arc<Progress>,
     ) -> Result<Vec<PulledImage>, PullError> {
+        self.pull_all_from(images, progress, false).await
+    }
+
+    /// `pull_all`; with `local_first`, an image containerd holds wholly is taken from
+    /// there and no registry is asked for it (a restore of a bundle with images).
+    pub async fn pull_all_from(
+        &self,
+        images: &[String],
+        progress: &Arc<Progress>,
+        local_first: bool,
+    ) -> Result<Vec<PulledImage>, PullError> {
         let mut resolved = Vec::with_capacity(images.len());
         for image in images {
-            let image = self.resolve(image, progress).await?;
+            let local = match local_first {
+                true => self.resolve_local(image).await?,
+                false => None,
+            };
+            let image = match local {
+                Some(local) => local,
+                None => self.resolve(image, progress).await?,
+            };
             progress.add_total(image.layers.iter().map(|l| l.size as u64).sum());
             resolved.push(image);
         }

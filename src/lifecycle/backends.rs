@@ -16,17 +16,33 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 #[async_trait]
 pub trait ImageSource: Send + Sync {
-    /// Pulls every image (each once) with one progress across them.
+    /// Pulls every image (each once) with one progress across them; with
+    /// `local_first`, images already wholly here are not asked of any registry.
     async fn pull_all(
         &self,
         references: &[String],
         progress: &Arc<Progress>,
+        local_first: bool,
     ) -> Result<Vec<PulledImage>, PullError>;
+    /// Writes the images as they are here into an OCI image layout folder.
+    async fn export_layout(&self, references: &[String], layout: &Path) -> Result<(), PullError> {
+        Err(PullError::Unsupported {
+            image: references.join(", "),
+            cause: format!("no image layout is written here ({})", layout.display()),
+        })
+    }
+    /// Reads an OCI image layout folder in, unpacked; the names of its images.
+    async fn import_layout(&self, layout: &Path) -> Result<Vec<String>, PullError> {
+        Err(PullError::Unsupported {
+            image: layout.display().to_string(),
+            cause: "no image layout is read here".into(),
+        })
+    }
     /// Removes an image unless another app's container uses it; whether it went.
     async fn remove_unless_used(&self, image: &str, app_id: &str) -> Result<bool, PullError>;
 }
@@ -152,10 +168,25 @@ impl ImageSource for ContainerdBackend {
         &self,
         references: &[String],
         progress: &Arc<Progress>,
+        local_first: bool,
     ) -> Result<Vec<PulledImage>, PullError> {
         self.puller(references)
             .await?
-            .pull_all(references, progress)
+            .pull_all_from(references, progress, local_first)
+            .await
+    }
+
+    async fn export_layout(&self, references: &[String], layout: &Path) -> Result<(), PullError> {
+        self.puller(references)
+            .await?
+            .export_layout(references, layout)
+            .await
+    }
+
+    async fn import_layout(&self, layout: &Path) -> Result<Vec<String>, PullError> {
+        self.puller(&[layout.display().to_string()])
+            .await?
+            .import_layout(layout)
             .await
     }
 

@@ -101,6 +101,7 @@ impl ImageSource for FakeHost {
         &self,
         references: &[String],
         progress: &Arc<Progress>,
+        _local_first: bool,
     ) -> Result<Vec<PulledImage>, PullError> {
         self.call(format!("pull {}", references.join(" "))).await;
         let image = references.join(", ");

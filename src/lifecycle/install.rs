@@ -15,7 +15,7 @@ use crate::host;
 use crate::images::PulledImage;
 use crate::images::progress::Progress;
 use crate::runtime::oci::names_an_account;
-use crate::store::{AppRecord, HostPort, StatusReason, StoreError, Transition};
+use crate::store::{AppRecord, HostPort, OperationKind, StatusReason, StoreError, Transition};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -70,10 +70,18 @@ impl Lifecycle {
             .get(&app.app_name)
             .ok_or_else(|| InstallError::NotInCatalog(app.app_name.clone()))?;
         let folder = AppFolder::new(&self.config.state_dir, &app.app_id);
+        // A restore puts the backup's data, credentials and images in place first.
+        let restoring = app.operation.as_ref().and_then(|o| match o.kind {
+            OperationKind::Restore => o.source.clone(),
+            _ => None,
+        });
+        if let Some(bundle) = &restoring {
+            self.restore_from(app, bundle, &folder).await?;
+        }
         let (compose, rendered) = render(app, catalog_app, &folder)?;
         self.claim_ports(app, &compose).await?;
         let images = cancel
-            .run_until_cancelled(self.pull(&compose, progress))
+            .run_until_cancelled(self.pull(&compose, progress, restoring.is_some()))
             .await
             .ok_or(InstallError::Cancelled)??;
         self.transition(app, Transition::Pulled, None).await?;
@@ -132,12 +140,17 @@ impl Lifecycle {
         &self,
         compose: &Compose,
         progress: &Arc<Progress>,
+        local_first: bool,
     ) -> Result<BTreeMap<String, PulledImage>, InstallError> {
         let mut references: Vec<String> =
             compose.services.values().map(|s| s.image.clone()).collect();
         references.sort();
         references.dedup();
-        let pulled = self.backends.images.pull_all(&references, progress).await?;
+        let pulled = self
+            .backends
+            .images
+            .pull_all(&references, progress, local_first)
+            .await?;
         Ok(references.into_iter().zip(pulled).collect())
     }
 

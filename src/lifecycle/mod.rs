@@ -5,6 +5,7 @@
 //! reached only through the `backends` traits.
 
 mod backends;
+mod backup;
 mod image_files;
 mod install;
 pub mod registry;

@@ -16,6 +16,8 @@ pub enum Operation {
     Start,
     Stop,
     Restart,
+    Backup,
+    Restore,
 }
 
 impl Operation {
@@ -26,6 +28,8 @@ impl Operation {
             Operation::Start => "AppStart",
             Operation::Stop => "AppStop",
             Operation::Restart => "AppRestart",
+            Operation::Backup => "AppBackup",
+            Operation::Restore => "AppRestore",
         }
     }
 }

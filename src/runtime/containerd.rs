@@ -14,10 +14,10 @@ use containerd_client::services::v1::{
     AbortRequest, ApplyRequest, Container, CreateContainerRequest, CreateImageRequest,
     CreateTaskRequest, DeleteContainerRequest, DeleteImageRequest, DeleteProcessRequest,
     DeleteTaskRequest, ExecProcessRequest, GetImageRequest, GetRequest, Image, InfoRequest,
-    KillRequest, ListContainersRequest, StartRequest, UpdateImageRequest, WaitRequest, WriteAction,
-    WriteContentRequest, containers_client::ContainersClient, content_client::ContentClient,
-    diff_client::DiffClient, images_client::ImagesClient, leases_client::LeasesClient,
-    tasks_client::TasksClient, version_client::VersionClient,
+    KillRequest, ListContainersRequest, ReadContentRequest, StartRequest, UpdateImageRequest,
+    WaitRequest, WriteAction, WriteContentRequest, containers_client::ContainersClient,
+    content_client::ContentClient, diff_client::DiffClient, images_client::ImagesClient,
+    leases_client::LeasesClient, tasks_client::TasksClient, version_client::VersionClient,
 };
 use containerd_client::types::{Descriptor, Mount};
 use containerd_client::{services::v1 as api, tonic};
@@ -223,6 +223,32 @@ impl Containerd {
             "Content.Info",
         )?
         .is_some())
+    }
+
+    /// Reads a whole blob from the content store, chunk by chunk into `sink` (a backup
+    /// writes layers of any size without holding them in memory).
+    pub async fn read_content(
+        &self,
+        digest: &str,
+        mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+    ) -> Result<()> {
+        let request = ReadContentRequest {
+            digest: digest.to_string(),
+            offset: 0,
+            size: 0,
+        };
+        let mut chunks = ContentClient::new(self.channel.clone())
+            .read(self.request(request, None))
+            .await
+            .map_err(call("Content.Read"))?
+            .into_inner();
+        while let Some(chunk) = chunks.message().await.map_err(call("Content.Read"))? {
+            sink(&chunk.data).map_err(|e| ContainerdError::Call {
+                call: "Content.Read",
+                status: Status::internal(e.to_string()),
+            })?;
+        }
+        Ok(())
     }
 
     /// Streams one blob into the content store. containerd checks `digest` and `size`

@@ -1,8 +1,10 @@
 //! SQLite (WAL, migrations): the only writer of app records.
 
+pub mod operation;
 pub mod phase;
 
 use crate::error::Code;
+pub use operation::{LastOperation, OperationInfo, OperationKind, OperationResult};
 pub use phase::{Phase, Transition};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use rusqlite_migration::{M, Migrations};
@@ -50,12 +52,28 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     CREATE INDEX ports_by_app ON ports (app_id);",
     ),
+    // The operation under way on an app (install, upgrade, backup, restore) and how the
+    // last one ended: AppStatusInfo's `operation` and `last_operation`.
+    M::up(
+        "ALTER TABLE apps ADD COLUMN op_kind TEXT;
+         ALTER TABLE apps ADD COLUMN op_from TEXT;
+         ALTER TABLE apps ADD COLUMN op_to TEXT;
+         ALTER TABLE apps ADD COLUMN op_source TEXT;
+         ALTER TABLE apps ADD COLUMN last_kind TEXT;
+         ALTER TABLE apps ADD COLUMN last_result TEXT;
+         ALTER TABLE apps ADD COLUMN last_reason_code TEXT;
+         ALTER TABLE apps ADD COLUMN last_reason_detail TEXT;
+         ALTER TABLE apps ADD COLUMN last_finished INTEGER;
+         ALTER TABLE apps ADD COLUMN last_downtime_ms INTEGER;",
+    ),
 ];
 
 /// The columns of an `AppRecord`, in `raw_record`'s order.
 macro_rules! record_columns {
     () => {
-        "app_id, app_name, app_version, status, reason_code, reason_detail, http_port, password, serial"
+        "app_id, app_name, app_version, status, reason_code, reason_detail, http_port, password, serial, \
+         op_kind, op_from, op_to, op_source, last_kind, last_result, last_reason_code, last_reason_detail, \
+         last_finished, last_downtime_ms"
     };
 }
 const SELECT: &str = concat!("SELECT ", record_columns!(), " FROM apps");
@@ -85,6 +103,10 @@ pub struct AppRecord {
     pub password: String,
     /// Tells this install of the name from earlier and later ones.
     pub serial: i64,
+    /// The operation under way, if any.
+    pub operation: Option<OperationInfo>,
+    /// How the last operation ended.
+    pub last_operation: Option<LastOperation>,
 }
 
 pub struct NewApp<'a> {
@@ -196,6 +218,18 @@ impl Store {
         app: &NewApp,
         host_taken: &BTreeSet<u16>,
     ) -> Result<AppRecord, StoreError> {
+        self.insert_queued_for(app, OperationKind::Install, None, host_taken)
+    }
+
+    /// Records a queued install that `kind` runs: an install, or a restore of the
+    /// backup `source`.
+    pub fn insert_queued_for(
+        &self,
+        app: &NewApp,
+        kind: OperationKind,
+        source: Option<&str>,
+        host_taken: &BTreeSet<u16>,
+    ) -> Result<AppRecord, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(existing) = read_one(&tx, app.app_id)? {
@@ -218,8 +252,8 @@ impl Store {
         let now = unix_now();
         tx.execute(
             "INSERT INTO apps (app_id, app_name, app_version, status, http_port, password,
-                               created_at, updated_at, serial)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+                               created_at, updated_at, serial, op_kind, op_to, op_source)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9, ?3, ?10)",
             params![
                 app.app_id,
                 app.app_name,
@@ -228,7 +262,9 @@ impl Store {
                 port,
                 app.password,
                 now,
-                rand::random_range(1..i64::MAX)
+                rand::random_range(1..i64::MAX),
+                kind.as_str(),
+                source,
             ],
         )?;
         let record = read_one(&tx, app.app_id)?
@@ -321,6 +357,14 @@ impl Store {
         if transition == Transition::Fail {
             tx.execute("DELETE FROM ports WHERE app_id = ?1", [&app.app_id])?;
         }
+        // The install (or restore) ends with the pipeline.
+        match transition {
+            Transition::Started => {
+                operation::end(&tx, app, OperationResult::Succeeded, None, None)?;
+            }
+            Transition::Fail => operation::end(&tx, app, OperationResult::Failed, reason, None)?,
+            _ => {}
+        }
         tx.commit()?;
         Ok(from)
     }
@@ -337,8 +381,8 @@ impl Store {
         ))?;
         let rows = statement.query_map([Phase::Uninstalling.as_str()], |row| {
             let request = UninstallRequest {
-                delete_data: row.get::<_, Option<bool>>(9)?.unwrap_or(false),
-                delete_image: row.get::<_, Option<bool>>(10)?.unwrap_or(false),
+                delete_data: row.get::<_, Option<bool>>(19)?.unwrap_or(false),
+                delete_image: row.get::<_, Option<bool>>(20)?.unwrap_or(false),
             };
             Ok((raw_record(row)?, request))
         })?;
@@ -440,6 +484,7 @@ struct RawRecord {
     http_port: u16,
     password: String,
     serial: i64,
+    operation: operation::RawOperation,
 }
 
 fn raw_record(row: &rusqlite::Row) -> rusqlite::Result<RawRecord> {
@@ -453,6 +498,7 @@ fn raw_record(row: &rusqlite::Row) -> rusqlite::Result<RawRecord> {
         http_port: row.get(6)?,
         password: row.get(7)?,
         serial: row.get(8)?,
+        operation: operation::RawOperation::read(row, 9)?,
     })
 }
 
@@ -471,7 +517,10 @@ impl RawRecord {
             }),
             None => None,
         };
+        let (operation, last_operation) = self.operation.into_parts(&self.app_id)?;
         Ok(AppRecord {
+            operation,
+            last_operation,
             reason,
             app_id: self.app_id,
             app_name: self.app_name,

@@ -1,0 +1,274 @@
+//! Backups of installed apps, and the first step of a restore. A backup runs in the
+//! background under the app's busy guard: images are written first (the app serves
+//! meanwhile), then the app is stopped while its data is read and started again; the
+//! downtime goes into `last_operation`.
+
+use super::{InstallError, Lifecycle, Operation};
+use crate::app::plan::AppPlan;
+use crate::app::{AppFolder, Credentials, redact, unit_name};
+use crate::backup::{self, Contents, Manifest, PinnedImage};
+use crate::error::{AppError, Code};
+use crate::runtime::systemd::UnitState;
+use crate::store::{AppRecord, OperationInfo, OperationKind, OperationResult, StatusReason};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// Why a backup failed, and how long the app was down before it did.
+struct Failed {
+    reason: StatusReason,
+    downtime_ms: Option<u64>,
+}
+
+fn failed(code: Code, detail: String) -> Failed {
+    Failed {
+        reason: StatusReason { code, detail },
+        downtime_ms: None,
+    }
+}
+
+impl Lifecycle {
+    /// AppBackup: answers once the backup is under way (or busy), and runs it in the
+    /// background to `path`.
+    pub async fn start_backup(
+        self: &Arc<Self>,
+        record: AppRecord,
+        path: PathBuf,
+        include_images: bool,
+    ) -> Result<(), AppError> {
+        let (told, answer) = tokio::sync::oneshot::channel();
+        let lifecycle = self.clone();
+        tokio::spawn(async move {
+            let app_id = record.app_id.clone();
+            let _busy = match lifecycle.begin(&app_id, Operation::Backup) {
+                Ok(busy) => busy,
+                Err(err) => {
+                    let _ = told.send(Err(err));
+                    return;
+                }
+            };
+            let info = OperationInfo {
+                kind: OperationKind::Backup,
+                from_version: Some(record.app_version.clone()),
+                to_version: None,
+                source: path.file_name().map(|n| n.to_string_lossy().to_string()),
+            };
+            let began = lifecycle
+                .store
+                .blocking(move |store| store.begin_operation(&record, &info))
+                .await;
+            let record = match began {
+                Ok(record) => record,
+                Err(err) => {
+                    let _ = told.send(Err(AppError::Busy(err.to_string())));
+                    return;
+                }
+            };
+            let _ = told.send(Ok(()));
+            lifecycle.changed(&app_id);
+            let outcome = lifecycle.backup(&record, &path, include_images).await;
+            let (result, reason, downtime_ms) = match outcome {
+                Ok(downtime_ms) => {
+                    tracing::info!(app_id, backup = %path.display(), downtime_ms, "backed up");
+                    (OperationResult::Succeeded, None, Some(downtime_ms))
+                }
+                Err(Failed {
+                    reason,
+                    downtime_ms,
+                }) => {
+                    tracing::error!(app_id, detail = reason.detail, "backup failed");
+                    (OperationResult::Failed, Some(reason), downtime_ms)
+                }
+            };
+            let ended = lifecycle
+                .store
+                .blocking(move |store| {
+                    store.end_operation(&record, result, reason.as_ref(), downtime_ms)
+                })
+                .await;
+            if let Err(err) = ended {
+                tracing::error!(app_id, %err, "recording the backup's end");
+            }
+            lifecycle.changed(&app_id);
+        });
+        answer
+            .await
+            .map_err(|_| AppError::System("the backup task ended at once".into()))?
+    }
+
+    /// Writes the bundle; the app's downtime in ms.
+    async fn backup(
+        &self,
+        record: &AppRecord,
+        path: &Path,
+        include_images: bool,
+    ) -> Result<u64, Failed> {
+        let app_id = record.app_id.as_str();
+        let folder = AppFolder::new(&self.config.state_dir, app_id);
+        let secrets = [record.password.clone()];
+        let system = |e: String| failed(Code::SystemError, redact(&e, &secrets));
+        let manifest = self
+            .manifest(record, &folder, include_images)
+            .map_err(system)?;
+        let layout = path.with_file_name(format!(
+            ".{}.images",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let result = async {
+            if include_images {
+                let references: Vec<String> = manifest
+                    .images
+                    .iter()
+                    .map(|i| i.reference.clone())
+                    .collect();
+                self.backends
+                    .images
+                    .export_layout(&references, &layout)
+                    .await
+                    .map_err(|e| failed(Code::ContainerError, e.to_string()))?;
+            }
+            self.write_stopped(
+                record,
+                &folder,
+                path,
+                manifest,
+                include_images.then_some(&layout),
+            )
+            .await
+        }
+        .await;
+        if include_images {
+            let _ = std::fs::remove_dir_all(&layout);
+        }
+        result
+    }
+
+    /// Stops the app if it runs, writes the bundle, starts the app again.
+    async fn write_stopped(
+        &self,
+        record: &AppRecord,
+        folder: &AppFolder,
+        path: &Path,
+        manifest: Manifest,
+        layout: Option<&PathBuf>,
+    ) -> Result<u64, Failed> {
+        let unit = unit_name(&record.app_id);
+        let units = &self.backends.units;
+        let container =
+            |e: crate::runtime::systemd::SystemdError| failed(Code::ContainerError, e.to_string());
+        let running = units.status(&unit).await.map_err(container)?.state == UnitState::Active;
+        let down = Instant::now();
+        if running {
+            units.stop(&unit).await.map_err(container)?;
+        }
+        let (bundle, data, images) = (path.to_path_buf(), folder.data(), layout.cloned());
+        let written = tokio::task::spawn_blocking(move || {
+            let contents = Contents {
+                data: &data,
+                images: images.as_deref(),
+            };
+            backup::write(&bundle, &manifest, &contents)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| format!("writing {}: {e}", path.display())));
+        let started = match running {
+            true => units.start(&unit).await.map_err(|e| e.to_string()),
+            false => Ok(()),
+        };
+        let downtime_ms = running.then(|| down.elapsed().as_millis() as u64);
+        let problems: Vec<String> = [written.err(), started.err()]
+            .into_iter()
+            .flatten()
+            .collect();
+        if problems.is_empty() {
+            Ok(downtime_ms.unwrap_or(0))
+        } else {
+            Err(Failed {
+                reason: StatusReason {
+                    code: Code::SystemError,
+                    detail: problems.join("; "),
+                },
+                downtime_ms,
+            })
+        }
+    }
+
+    /// The manifest: the record, the catalog's app.toml, the compose file as
+    /// installed, the pinned digests (from the plan) and the credentials.
+    fn manifest(
+        &self,
+        record: &AppRecord,
+        folder: &AppFolder,
+        include_images: bool,
+    ) -> Result<Manifest, String> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
+        };
+        let plan: AppPlan = serde_json::from_str(&read(&folder.plan_file())?)
+            .map_err(|e| format!("{}: {e}", folder.plan_file().display()))?;
+        let mut images: Vec<PinnedImage> = plan
+            .services
+            .iter()
+            .map(|s| PinnedImage {
+                reference: s.image.clone(),
+                digest: s.digest.clone(),
+            })
+            .collect();
+        images.sort_by(|a, b| a.reference.cmp(&b.reference));
+        images.dedup();
+        let app_toml = match self.catalog.get(&record.app_name) {
+            Some(app) => read(&app.folder.join("app.toml"))?,
+            None => String::new(),
+        };
+        Ok(Manifest {
+            format: backup::FORMAT_VERSION,
+            app_id: record.app_id.clone(),
+            app_name: record.app_name.clone(),
+            app_version: record.app_version.clone(),
+            created: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            http_port: record.http_port,
+            app_toml,
+            compose_yaml: read(&folder.compose_file())?,
+            images,
+            credentials: Credentials {
+                app_name: record.app_name.clone(),
+                password: record.password.clone(),
+            },
+            include_images,
+        })
+    }
+
+    /// A restore's first step, in the install pipeline: the backup's data into the
+    /// app's folder and its images into containerd (no registry asked). Done again
+    /// when a restore cut short is resumed: the bundle's files replace what is there.
+    pub(super) async fn restore_from(
+        &self,
+        app: &AppRecord,
+        bundle: &str,
+        folder: &AppFolder,
+    ) -> Result<(), InstallError> {
+        let path = self.config.backup_dir().join(bundle);
+        let into = folder.path().to_path_buf();
+        let images = into.join("images");
+        let unpacked = {
+            let (path, into) = (path.clone(), into.clone());
+            tokio::task::spawn_blocking(move || backup::unpack(&path, &into))
+        };
+        unpacked
+            .await
+            .map_err(|e| InstallError::Plan(e.to_string()))?
+            .map_err(|source| InstallError::Io { path, source })?;
+        if images.exists() {
+            let imported = self.backends.images.import_layout(&images).await;
+            let _ = std::fs::remove_dir_all(&images);
+            let names = imported?;
+            tracing::info!(
+                app_id = app.app_id,
+                ?names,
+                "images restored from the backup"
+            );
+        }
+        Ok(())
+    }
+}

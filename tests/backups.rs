@@ -1,0 +1,185 @@
+//! Backups on real systemd and containerd: a bundle with images, restored under a new
+//! name with the registry stopped; the bundle read by `tar --zstd` and
+//! `ctr images import`; list, delete, and a backup that does not fit.
+
+mod common;
+
+use common::host::{Host, settled};
+use std::time::Duration;
+
+async fn wait_backup(host: &Host, app_id: &str) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let status = host.status(app_id).await;
+        if status["operation"].is_null() && !status["last_operation"].is_null() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn backup_with_images_restores_offline_under_a_new_name() {
+    let host = Host::boot();
+    let install = "app_name=duo&customer_app_name=orig&app_version=1";
+    assert_eq!(host.call("AppInstall", install).await.status, 200);
+    let (status, _) = host.watch("orig", Duration::from_secs(120), settled).await;
+    assert_eq!(status["status"], "running", "{status}");
+    let password = status["running_info"]["password"].clone();
+    let owner_file = host.sandbox.path("appunit/apps/orig/data/dbdata/owner");
+    let owner = std::fs::read(&owner_file).unwrap();
+    xattr::set(&owner_file, "user.appunit", b"kept").unwrap();
+
+    let reply = host
+        .call("AppBackup", "app_id=orig&include_images=true")
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let backup = reply.data()["backup"].as_str().unwrap().to_string();
+    let done = wait_backup(&host, "orig").await;
+    let last = &done["last_operation"];
+    assert_eq!(last["kind"], "backup", "{done}");
+    assert_eq!(last["result"], "succeeded", "{done}");
+    assert!(last["downtime_ms"].as_u64().unwrap() > 0, "{done}");
+    assert_eq!(done["status"], "running", "{done}");
+    let bundle = host.sandbox.path(&format!("appunit/backups/{backup}"));
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&bundle).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+
+    let listed = host.call("AppBackupList", "app_id=orig").await;
+    let entries = listed.data().as_array().unwrap().clone();
+    assert_eq!(entries.len(), 1, "{listed:?}");
+    assert_eq!(entries[0]["backup"], backup.as_str());
+    assert_eq!(entries[0]["include_images"], true);
+
+    // Plain tools read it: tar --zstd unpacks it; ctr imports its images/.
+    let unpacked = tempfile::tempdir().unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["--zstd", "-xf"])
+        .arg(&bundle)
+        .arg("-C")
+        .arg(unpacked.path())
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    assert_eq!(
+        std::fs::read(unpacked.path().join("data/dbdata/owner")).unwrap(),
+        owner
+    );
+    let layout = unpacked.path().join("images");
+    assert!(layout.join("index.json").exists() && layout.join("oci-layout").exists());
+    let archive = unpacked.path().join("images.tar");
+    assert!(
+        std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let inside = host.sandbox.path("run/images.tar");
+    std::fs::copy(&archive, &inside).unwrap();
+    let imported = host.sandbox.run(
+        "ctr",
+        &["-n", "ctrcheck", "images", "import", "/run/images.tar"],
+    );
+    assert!(
+        imported.status.success(),
+        "{}",
+        String::from_utf8_lossy(&imported.stderr)
+    );
+
+    let gone = host
+        .call("AppUninstall", "app_id=orig&delete_image=true")
+        .await;
+    assert_eq!(gone.status, 200, "{gone:?}");
+    host.sandbox.systemctl(&["stop", "test-registry.service"]);
+
+    let restore = host
+        .call(
+            "AppRestore",
+            &format!("backup={backup}&customer_app_name=copy"),
+        )
+        .await;
+    assert_eq!(restore.status, 200, "{restore:?}");
+    let (status, _) = host.watch("copy", Duration::from_secs(120), settled).await;
+    assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(status["running_info"]["password"], password);
+    assert_eq!(status["last_operation"]["kind"], "restore", "{status}");
+    assert_eq!(status["last_operation"]["result"], "succeeded", "{status}");
+    let restored = host.sandbox.path("appunit/apps/copy/data/dbdata/owner");
+    assert_eq!(std::fs::read(&restored).unwrap(), owner);
+    assert_eq!(
+        xattr::get(&restored, "user.appunit").unwrap().as_deref(),
+        Some(&b"kept"[..])
+    );
+
+    // Delete; a name that is not a bundle; one that is gone.
+    let deleted = host
+        .call("AppBackupDelete", &format!("backup={backup}"))
+        .await;
+    assert_eq!(deleted.status, 200, "{deleted:?}");
+    assert!(!bundle.exists());
+    let again = host
+        .call("AppBackupDelete", &format!("backup={backup}"))
+        .await;
+    assert_eq!(again.code(), "Param.Backup.NotExist");
+    assert_eq!(
+        host.call("AppBackupDelete", "").await.code(),
+        "Param.Backup.Blank"
+    );
+    assert_eq!(
+        host.call("AppRestore", "backup=../x.tar.zst").await.code(),
+        "Param.Backup.NotExist"
+    );
+}
+
+/// A backup_dir too small for the data: Requirement.NotEnough, nothing written.
+#[tokio::test]
+async fn a_backup_that_does_not_fit_writes_nothing() {
+    let host = Host::boot();
+    let small = host.sandbox.path("run/small-backups");
+    std::fs::create_dir_all(&small).unwrap();
+    // Mounted inside the sandbox's own mount namespace, where the daemon sees it.
+    let mounted = host.sandbox.run(
+        "mount",
+        &[
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=1m",
+            "tmpfs",
+            "/run/small-backups",
+        ],
+    );
+    assert!(mounted.status.success());
+    let config = host.sandbox.path("etc-appunit/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("backup_dir = \"/run/small-backups\"\n{text}"),
+    )
+    .unwrap();
+    host.sandbox.systemctl(&["restart", "appunitd.service"]);
+    let install = "app_name=duo&customer_app_name=full&app_version=1";
+    assert_eq!(host.call("AppInstall", install).await.status, 200);
+    let (status, _) = host.watch("full", Duration::from_secs(120), settled).await;
+    assert_eq!(status["status"], "running", "{status}");
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(
+        host.sandbox.path("appunit/apps/full/data/dbdata/noise"),
+        noise,
+    )
+    .unwrap();
+    let reply = host.call("AppBackup", "app_id=full").await;
+    assert_eq!(reply.code(), "Requirement.NotEnough", "{reply:?}");
+    let listing = host.sandbox.run("ls", &["-A", "/run/small-backups"]);
+    assert!(listing.stdout.is_empty(), "{listing:?}");
+    assert!(host.status("full").await["operation"].is_null());
+}
