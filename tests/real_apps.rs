@@ -7,69 +7,11 @@ mod common;
 
 use common::gateway::{get, nginx};
 use common::host::{Host, settled};
+use common::real::{Mirror, in_network, push_real_images, real_host};
 use common::registry::AuthRegistry;
-use common::sandbox::{REPO_INSIDE, Sandbox, TARGET};
+use common::sandbox::{REPO_INSIDE, Sandbox};
 use std::process::{Command, Output};
 use std::time::Duration;
-
-/// How the `docker.io` mirror of a test asks for credentials.
-enum Mirror {
-    /// Bearer tokens, as Docker Hub: pulls are anonymous.
-    Token,
-    /// Basic auth, as a private registry, with appunit's account in an `auth_file`.
-    Basic,
-}
-
-/// appunitd serving the shipped catalog, pulling `docker.io` through a mirror that
-/// holds the real images.
-fn real_host(host: Host, mirror: Mirror) -> Host {
-    let registry = match mirror {
-        Mirror::Token => AuthRegistry::token(&host.sandbox, 5100),
-        Mirror::Basic => AuthRegistry::basic(&host.sandbox, 5200),
-    };
-    push_real_images(&host.sandbox, &registry);
-    let mirror_config = match mirror {
-        Mirror::Token => registry.mirror_config("docker.io", false),
-        Mirror::Basic => {
-            let auth_file = host.sandbox.path("etc-appunit/auth.json");
-            let account = format!("{}:{}", registry.user, registry.password);
-            let auths = serde_json::json!({"auths": {registry.host.as_str(): {
-                "auth": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, account)
-            }}});
-            std::fs::write(auth_file, auths.to_string()).unwrap();
-            format!(
-                "{}auth_file = \"/etc/appunit/auth.json\"\n",
-                registry.mirror_config("docker.io", false)
-            )
-        }
-    };
-    let config = format!(
-        "catalog_dirs = [\"{REPO_INSIDE}/catalog\"]\npublic_host = \"127.0.0.1\"\n\
-         unit_target = \"{TARGET}\"\n{mirror_config}"
-    );
-    std::fs::write(host.sandbox.path("etc-appunit/config.toml"), config).unwrap();
-    host.sandbox.systemctl(&["restart", "appunitd.service"]);
-    host
-}
-
-fn push_real_images(sandbox: &Sandbox, registry: &AuthRegistry) {
-    let script = std::path::Path::new(common::REPO).join("scripts/real-images");
-    let creds = format!("{}:{}", registry.user, registry.password);
-    let out = in_network(sandbox.pid, script.to_str().unwrap())
-        .args(["push", &registry.host, "--insecure", "--creds", &creds])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "real-images push: {out:?}");
-}
-
-/// A command of the host's in the sandbox's network namespace, where the apps' ports are.
-fn in_network(sandbox_pid: u32, program: &str) -> Command {
-    let mut command = Command::new("nsenter");
-    command
-        .args(["-t", &sandbox_pid.to_string(), "-n", "--"])
-        .arg(program);
-    command
-}
 
 fn text(out: &Output) -> String {
     format!(
@@ -142,7 +84,11 @@ impl Site {
 
 #[tokio::test]
 async fn wordpress_installs_serves_and_keeps_its_site() {
-    let host = real_host(Host::boot(), Mirror::Token);
+    let host = real_host(
+        Host::boot(),
+        Mirror::Token,
+        &[&format!("{REPO_INSIDE}/catalog")],
+    );
     let status = install(&host, "wordpress", "blog", "7.1").await;
     let info = &status["running_info"];
     let password = info["password"].as_str().unwrap().to_string();
@@ -218,7 +164,11 @@ fn client(sandbox: &Sandbox, program: &str, password_variable: &str, password: &
 
 #[tokio::test]
 async fn databases_and_cache_answer_their_own_clients() {
-    let host = real_host(Host::boot(), Mirror::Basic);
+    let host = real_host(
+        Host::boot(),
+        Mirror::Basic,
+        &[&format!("{REPO_INSIDE}/catalog")],
+    );
     let postgres = install(&host, "postgres", "pg", "18").await;
     let mariadb = install(&host, "mariadb", "maria", "11.4").await;
     // Through the gateway, as a dashboard would: nginx with basic auth on the socket.

@@ -259,13 +259,12 @@ async fn containers_run_confined_as_containerd_and_docker_confine_them() {
         String::from_utf8_lossy(&run.stderr).contains("Permission denied"),
         "{run:?}"
     );
-    let control: PathBuf = host.sandbox.path("appunit/control-id");
-    let copied = host
-        .sandbox
-        .run("cp", &["-p", inside, "/var/lib/appunit/control-id"]);
+    // /run, not the state folder: that is root's alone (0700).
+    let control: PathBuf = host.sandbox.path("run/control-id");
+    let copied = host.sandbox.run("cp", &["-p", inside, "/run/control-id"]);
     assert!(copied.status.success(), "{copied:?}");
     assert!(control.exists());
-    let run = as_nobody("/var/lib/appunit/control-id");
+    let run = as_nobody("/run/control-id");
     assert_eq!(
         String::from_utf8_lossy(&run.stdout).trim(),
         "0",

@@ -6,6 +6,7 @@
 pub mod gateway;
 pub mod host;
 pub mod images;
+pub mod real;
 pub mod registry;
 pub mod sandbox;
 
