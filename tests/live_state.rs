@@ -1,5 +1,7 @@
 //! What a dashboard shows of a running app, on real containerd and systemd: its logs
 //! from the journal, what its slice uses, and one containerd shim for all its containers.
+//! The tests run at once in sandboxes that share the host's cgroup tree: their apps'
+//! names (and so their slices) differ.
 
 mod common;
 
@@ -114,12 +116,12 @@ async fn events_and_followed_logs_come_as_they_happen() {
     assert_eq!((status, content_type.as_str()), (200, "text/event-stream"));
 
     // Every phase of an install, in order, with progress while the 48 MiB image pulls.
-    let query = "app_name=duo&customer_app_name=blog&app_version=2";
+    let query = "app_name=duo&customer_app_name=news&app_version=2";
     assert_eq!(host.call("AppInstall", query).await.status, 200);
     let mut phases: Vec<String> = Vec::new();
     let mut progress_events = 0;
     while phases.last().map(String::as_str) != Some("30") {
-        let event = next_event(&mut events, "blog", Duration::from_secs(120)).await;
+        let event = next_event(&mut events, "news", Duration::from_secs(120)).await;
         assert_eq!(event.name, "app");
         let code = event.data["status_code"].as_str().unwrap().to_string();
         assert_ne!(code, "50", "{}", event.data);
@@ -136,17 +138,17 @@ async fn events_and_followed_logs_come_as_they_happen() {
     // A unit stopped by hand is an event within 100 ms of the command returning.
     let out = host
         .sandbox
-        .run("systemctl", &["stop", "appunit-blog.service"]);
+        .run("systemctl", &["stop", "appunit-news.service"]);
     let returned = std::time::Instant::now();
     assert!(out.status.success(), "{out:?}");
-    let event = next_event(&mut events, "blog", Duration::from_secs(5)).await;
+    let event = next_event(&mut events, "news", Duration::from_secs(5)).await;
     assert_eq!(event.data["status_code"], "40", "{}", event.data);
     let lag = event.at.saturating_duration_since(returned);
     eprintln!("the stop came as an event {lag:?} after systemctl returned");
     assert!(lag < Duration::from_millis(100), "{lag:?}");
 
     // AppLogs with follow: the last lines, then new ones as the app writes them.
-    let target = "/AppLogs?app_id=blog&service=db&lines=1&follow=true";
+    let target = "/AppLogs?app_id=news&service=db&lines=1&follow=true";
     let (status, content_type, mut logs) = common::events(&host.socket(), target).await;
     assert_eq!((status, content_type.as_str()), (200, "text/event-stream"));
     let first = tokio::time::timeout(Duration::from_secs(5), logs.recv())
@@ -154,7 +156,7 @@ async fn events_and_followed_logs_come_as_they_happen() {
         .unwrap()
         .unwrap();
     assert_eq!(first.data["service"], "db", "{:?}", first.data);
-    assert_eq!(host.call("AppStart", "app_id=blog").await.status, 200);
+    assert_eq!(host.call("AppStart", "app_id=news").await.status, 200);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let line = tokio::time::timeout_at(deadline, logs.recv())

@@ -86,7 +86,8 @@ async fn check_failed_cleanly(host: &Host, app_id: &str, pid: &str, cause: &str)
     let reason = &status["status_reason"];
     let detail = reason["Detail"].as_str().unwrap_or_default();
     assert!(
-        detail.contains("127.0.0.1:5000/test/busybox:2") && detail.contains(cause),
+        detail.contains("127.0.0.1:5000/test/busybox:2")
+            && detail.to_lowercase().contains(&cause.to_lowercase()),
         "the reason does not name the image and {cause:?}: {reason}\n{}",
         journal()
     );
