@@ -2,13 +2,13 @@
 //! checked in the seed's order: blank, format, existence, then resources.
 
 use super::params::Params;
-use super::{Actions, is_valid_app_id, name_taken, required_app_id};
+use super::{Actions, is_valid_app_id, name_taken, require_installed, required_app_id};
 use crate::app::AppFolder;
 use crate::backup::{self, BackupInfo};
 use crate::error::AppError;
 use crate::host;
 use crate::lifecycle::Operation;
-use crate::store::{NewApp, OperationKind, Phase, StoreError};
+use crate::store::{NewApp, OperationKind, StoreError};
 use std::path::PathBuf;
 
 impl Actions {
@@ -17,20 +17,7 @@ impl Actions {
         let app_id = required_app_id(params)?;
         let include_images = params.flag("include_images", false)?;
         let record = self.existing(app_id).await?;
-        match record.phase {
-            Phase::Installed => {}
-            Phase::Failed => {
-                return Err(AppError::Container(format!(
-                    "the install of {app_id} failed: there is nothing to back up"
-                )));
-            }
-            phase => {
-                return Err(AppError::Busy(format!(
-                    "AppBackup waits for the install, which is {}",
-                    phase.as_str()
-                )));
-            }
-        }
+        require_installed(&record, "AppBackup", "there is nothing to back up")?;
         let dir = self.config.backup_dir();
         let data = AppFolder::new(&self.config.state_dir, app_id).data();
         let name = backup::bundle_name(app_id, std::time::SystemTime::now());

@@ -376,21 +376,7 @@ impl Actions {
         };
         let _busy = self.lifecycle.begin(app_id, operation)?;
         let record = self.existing(app_id).await?;
-        match record.phase {
-            Phase::Installed => {}
-            Phase::Failed => {
-                return Err(AppError::Container(format!(
-                    "the install of {app_id} failed: uninstall it and install it again"
-                )));
-            }
-            phase => {
-                return Err(AppError::Busy(format!(
-                    "{} waits for the install, which is {}",
-                    action.name(),
-                    phase.as_str()
-                )));
-            }
-        }
+        require_installed(&record, action.name(), "uninstall it and install it again")?;
         self.lifecycle.change(app_id, change).await?;
         Ok(app_id.to_string())
     }
@@ -527,6 +513,22 @@ impl Actions {
             name: record.app_name,
             app_version: record.app_version,
         }
+    }
+}
+
+/// An Action on an installed app: refused while its install runs, or after it failed
+/// (`failed_hint` says what to do then).
+fn require_installed(record: &AppRecord, action: &str, failed_hint: &str) -> Result<(), AppError> {
+    match record.phase {
+        Phase::Installed => Ok(()),
+        Phase::Failed => Err(AppError::Container(format!(
+            "the install of {} failed: {failed_hint}",
+            record.app_id
+        ))),
+        phase => Err(AppError::Busy(format!(
+            "{action} waits for the install, which is {}",
+            phase.as_str()
+        ))),
     }
 }
 

@@ -118,8 +118,8 @@ fn config_descriptor(name: &str, manifest: &ManifestJson) -> Result<DescriptorJs
         .ok_or_else(|| PullError::unsupported(name)("the manifest has no config".into()))
 }
 
-/// A resolved image from its manifest and config.
-fn resolved_from(
+/// A resolved image from its manifest and config, wherever they were read.
+pub(super) fn resolved_from(
     name: String,
     source: super::registry::Endpoint,
     index: Option<Document>,

@@ -381,6 +381,7 @@ impl Puller {
         };
         let config = manifest_json
             .config
+            .clone()
             .ok_or_else(|| unsupported("the manifest has no config".into()))?;
         check_descriptor(&config, DOCUMENT_LIMIT, "the image config").map_err(unsupported)?;
         for layer in &manifest_json.layers {
@@ -392,30 +393,14 @@ impl Puller {
             .await
             .map_err(|e| registry(e.to_string()))?;
         checked_digest(&config_bytes, Some(&config.digest)).map_err(registry)?;
-        let config_json: ConfigJson = serde_json::from_slice(&config_bytes)
-            .map_err(|e| unsupported(format!("unreadable image config: {e}")))?;
-        if config_json.rootfs.diff_ids.len() != manifest_json.layers.len() {
-            return Err(unsupported(
-                "the config's diff_ids do not match the layers".into(),
-            ));
-        }
-        Ok(Resolved {
-            name: name.to_string(),
+        layout::resolved_from(
+            name.to_string(),
             source,
             index,
             manifest,
-            config: Document {
-                descriptor: config.descriptor(),
-                bytes: config_bytes,
-            },
-            layers: manifest_json
-                .layers
-                .iter()
-                .map(DescriptorJson::descriptor)
-                .collect(),
-            diff_ids: config_json.rootfs.diff_ids,
-            run: config_json.config,
-        })
+            manifest_json,
+            config_bytes,
+        )
     }
 
     /// The manifest an index lists for this host's platform.
