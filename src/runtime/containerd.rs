@@ -113,6 +113,34 @@ pub struct Lease {
     pub id: String,
 }
 
+/// While set, a content write that has not ended: dropped then, its ingest is aborted.
+struct UnfinishedWrite {
+    containerd: Option<Containerd>,
+    reference: String,
+}
+
+impl Drop for UnfinishedWrite {
+    fn drop(&mut self) {
+        let (Some(containerd), Ok(runtime)) = (
+            self.containerd.take(),
+            tokio::runtime::Handle::try_current(),
+        ) else {
+            return;
+        };
+        let abort = AbortRequest {
+            r#ref: std::mem::take(&mut self.reference),
+        };
+        runtime.spawn(async move {
+            let aborted = ContentClient::new(containerd.channel.clone())
+                .abort(containerd.request(abort, None))
+                .await;
+            if let Err(err) = unless_missing(aborted, "Content.Abort") {
+                tracing::debug!(%err, "aborting a cancelled write");
+            }
+        });
+    }
+}
+
 impl Containerd {
     /// Connects and checks the server version.
     pub async fn connect(socket: &Path, namespace: &str) -> Result<Containerd> {
@@ -313,7 +341,14 @@ impl Containerd {
             while responses.message().await?.is_some() {}
             Ok::<(), Status>(())
         };
+        // A write dropped half-way (the pull was cancelled) leaves its ingest behind
+        // unless it is aborted: the guard does that from a task of its own.
+        let mut unfinished = UnfinishedWrite {
+            containerd: Some(self.clone()),
+            reference: format!("appunit-{digest}"),
+        };
         let ((), outcome) = tokio::join!(feed, exchange);
+        unfinished.containerd = None;
         match outcome {
             Ok(()) => Ok(()),
             Err(status) if status.code() == Code::AlreadyExists => Ok(()),
