@@ -89,18 +89,7 @@ impl Actions {
                 manifest.app_name, manifest.app_version
             )));
         }
-        let resources = host::Resources::probe(&self.config.state_dir)
-            .map_err(|e| AppError::System(format!("reading host resources: {e}")))?;
-        let shortfalls = resources.shortfalls(&app.meta.requirements);
-        if !shortfalls.is_empty() {
-            return Err(AppError::RequirementNotEnough(shortfalls.join("; ")));
-        }
-        if app.host_access && !self.config.allow_host_access {
-            return Err(AppError::RequirementHostAccess(format!(
-                "{} needs host access; set allow_host_access = true to restore it",
-                manifest.app_name
-            )));
-        }
+        self.check_requirements(app, "restore")?;
         let _busy = self.lifecycle.begin(&app_id, Operation::Restore)?;
         let bundle = path
             .file_name()

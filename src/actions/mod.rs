@@ -289,18 +289,7 @@ impl Actions {
                 app.meta.versions.join(", ")
             )));
         }
-        let resources = host::Resources::probe(&self.config.state_dir)
-            .map_err(|e| AppError::System(format!("reading host resources: {e}")))?;
-        let shortfalls = resources.shortfalls(&app.meta.requirements);
-        if !shortfalls.is_empty() {
-            return Err(AppError::RequirementNotEnough(shortfalls.join("; ")));
-        }
-        if app.host_access && !self.config.allow_host_access {
-            return Err(AppError::RequirementHostAccess(format!(
-                "{app_name} needs host access ({}); set allow_host_access = true to install it",
-                app.host_access_keys().join(", ")
-            )));
-        }
+        self.check_requirements(app, "install")?;
         let _busy = self.lifecycle.begin(app_id, Operation::Install)?;
         // Kept data expects its own password; a new install gets one never used before.
         let password = kept.map_or_else(
@@ -343,6 +332,25 @@ impl Actions {
             Err(StoreError::Exists(id, status)) => Err(name_taken(id, status)),
             Err(err) => Err(err.into()),
         }
+    }
+
+    /// What the host must offer before `app` is installed or restored (`verb`): its
+    /// declared resources, and host access where it needs it.
+    fn check_requirements(&self, app: &CatalogApp, verb: &str) -> Result<(), AppError> {
+        let resources = host::Resources::probe(&self.config.state_dir)
+            .map_err(|e| AppError::System(format!("reading host resources: {e}")))?;
+        let shortfalls = resources.shortfalls(&app.meta.requirements);
+        if !shortfalls.is_empty() {
+            return Err(AppError::RequirementNotEnough(shortfalls.join("; ")));
+        }
+        if app.host_access && !self.config.allow_host_access {
+            return Err(AppError::RequirementHostAccess(format!(
+                "{} needs host access ({}); set allow_host_access = true to {verb} it",
+                app.meta.name,
+                app.host_access_keys().join(", ")
+            )));
+        }
+        Ok(())
     }
 
     async fn uninstall(&self, params: &Params) -> Result<String, AppError> {
