@@ -206,18 +206,10 @@ impl RegistryClient {
                     digest,
                 })
             };
-            match attempt.await {
-                Ok(fetched) => return Ok(fetched),
-                Err(Failure::Permanent(error)) => return Err(error),
-                Err(Failure::Transient(failure)) if endpoint.fallback => {
-                    return Err(RegistryError::Failed(failure.cause));
-                }
-                Err(Failure::Transient(failure)) => {
-                    retries
-                        .wait(failure)
-                        .await
-                        .map_err(RegistryError::RetriesSpent)?;
-                }
+            // A mirror with more endpoints after it is passed over at once, as Docker does.
+            let retry = !endpoint.fallback;
+            if let Some(fetched) = settle(&mut retries, attempt.await, retry).await? {
+                return Ok(fetched);
             }
         }
     }
@@ -236,15 +228,8 @@ impl RegistryClient {
                 let response = self.get(endpoint, &path, &[], 0).await?;
                 read_capped(response, DOCUMENT_LIMIT, "the image config").await
             };
-            match attempt.await {
-                Ok(bytes) => return Ok(bytes),
-                Err(Failure::Permanent(error)) => return Err(error),
-                Err(Failure::Transient(failure)) => {
-                    retries
-                        .wait(failure)
-                        .await
-                        .map_err(RegistryError::RetriesSpent)?;
-                }
+            if let Some(bytes) = settle(&mut retries, attempt.await, true).await? {
+                return Ok(bytes);
             }
         }
     }
@@ -273,16 +258,10 @@ impl RegistryClient {
                 &chunks,
                 (&mut hasher, &mut written, &mut buffer),
             );
-            match attempt.await {
-                Ok(Streamed::All) => break,
-                Ok(Streamed::WriterGone) => return Ok(()),
-                Err(Failure::Permanent(error)) => return Err(error),
-                Err(Failure::Transient(failure)) => {
-                    retries
-                        .wait(failure)
-                        .await
-                        .map_err(RegistryError::RetriesSpent)?;
-                }
+            match settle(&mut retries, attempt.await, true).await? {
+                Some(Streamed::All) => break,
+                Some(Streamed::WriterGone) => return Ok(()),
+                None => {}
             }
         }
         let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
@@ -604,4 +583,25 @@ async fn read_capped(mut response: Response, limit: u64, what: &str) -> Result<B
         body.extend_from_slice(&piece);
     }
     Ok(body.freeze())
+}
+
+/// An attempt's outcome: its value, `None` after waiting to try again (a transient
+/// failure, while `retry` holds and the retries last), or the error to give up with.
+async fn settle<T>(
+    retries: &mut Retries<'_>,
+    attempt: Result<T, Failure>,
+    retry: bool,
+) -> Result<Option<T>, RegistryError> {
+    match attempt {
+        Ok(value) => Ok(Some(value)),
+        Err(Failure::Permanent(error)) => Err(error),
+        Err(Failure::Transient(failure)) if !retry => Err(RegistryError::Failed(failure.cause)),
+        Err(Failure::Transient(failure)) => {
+            retries
+                .wait(failure)
+                .await
+                .map_err(RegistryError::RetriesSpent)?;
+            Ok(None)
+        }
+    }
 }
