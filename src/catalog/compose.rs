@@ -1031,29 +1031,29 @@ pub fn parse_bytes(text: &str) -> Result<u64, String> {
     Ok((number * factor as f64) as u64)
 }
 
-fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+/// An optional scalar read with `parse` from its text.
+fn parsed<'de, D: Deserializer<'de>, T>(
+    d: D,
+    parse: fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, D::Error> {
     match Value::deserialize(d)? {
         Value::Null => Ok(None),
-        v => parse_bytes(&text_of::<D::Error>(&v)?)
+        v => parse(&text_of::<D::Error>(&v)?)
             .map(Some)
             .map_err(D::Error::custom),
     }
 }
 
+fn bytes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    parsed(d, parse_bytes)
+}
+
 /// `memswap_limit`: a size, or -1 for unlimited swap.
 fn memswap<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(None),
-        v => {
-            let text = text_of::<D::Error>(&v)?;
-            if text == "-1" {
-                return Ok(Some(-1));
-            }
-            parse_bytes(&text)
-                .map(|b| Some(b as i64))
-                .map_err(D::Error::custom)
-        }
-    }
+    parsed(d, |text| match text {
+        "-1" => Ok(-1),
+        _ => parse_bytes(text).map(|b| b as i64),
+    })
 }
 
 /// Compose durations: `1m30s`, `10s`, `1h`, `500ms`, `1.5s`.
@@ -1091,21 +1091,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(None),
-        v => parse_duration(&text_of::<D::Error>(&v)?)
-            .map(Some)
-            .map_err(D::Error::custom),
-    }
+    parsed(d, parse_duration)
 }
 
 fn signal<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(None),
-        v => parse_signal(&text_of::<D::Error>(&v)?)
-            .map(Some)
-            .map_err(D::Error::custom),
-    }
+    parsed(d, parse_signal)
 }
 
 /// `SIGINT`, `INT` or a number.
