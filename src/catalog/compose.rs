@@ -1867,33 +1867,32 @@ fn devices<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Device>, D::Error> {
 
 /// `runtime`: runc is the only one appunit runs (a GPU runtime such as nvidia is not).
 fn runtime<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(()),
-        v if text_of::<D::Error>(&v)? == "runc" => Ok(()),
-        other => Err(D::Error::custom(format!(
-            "{other:?}: appunit runs containers with runc only"
-        ))),
-    }
+    one_of(d, &["runc"], "appunit runs containers with runc only")
 }
 
 fn deploy_mode<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(()),
-        v if ["replicated", "global"].contains(&text_of::<D::Error>(&v)?.as_str()) => Ok(()),
-        other => Err(D::Error::custom(format!(
-            "{other:?} is neither replicated nor global"
-        ))),
-    }
+    one_of(
+        d,
+        &["replicated", "global"],
+        "neither replicated nor global",
+    )
 }
 
 /// One container per service: `replicas: 1`.
 fn replicas<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
+    one_of(d, &["1"], "an app runs one container of each service")
+}
+
+/// A key that is accepted when absent or one of `accepted`, since appunit does only that.
+fn one_of<'de, D: Deserializer<'de>>(
+    d: D,
+    accepted: &[&str],
+    why_not: &str,
+) -> Result<(), D::Error> {
     match Value::deserialize(d)? {
         Value::Null => Ok(()),
-        v if text_of::<D::Error>(&v)? == "1" => Ok(()),
-        other => Err(D::Error::custom(format!(
-            "{other:?}: an app runs one container of each service"
-        ))),
+        v if accepted.contains(&text_of::<D::Error>(&v)?.as_str()) => Ok(()),
+        other => Err(D::Error::custom(format!("{other:?}: {why_not}"))),
     }
 }
 
@@ -1938,13 +1937,11 @@ fn config_refs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ConfigRef>, D::Err
 }
 
 fn local_driver<'de, D: Deserializer<'de>>(d: D) -> Result<(), D::Error> {
-    match Value::deserialize(d)? {
-        Value::Null => Ok(()),
-        v if text_of::<D::Error>(&v)? == "local" => Ok(()),
-        other => Err(D::Error::custom(format!(
-            "{other:?}: a volume lives in the app's data folder (driver local)"
-        ))),
-    }
+    one_of(
+        d,
+        &["local"],
+        "a volume lives in the app's data folder (driver local)",
+    )
 }
 
 #[cfg(test)]
