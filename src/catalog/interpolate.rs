@@ -14,33 +14,62 @@ pub enum InterpolateError {
     Required { name: String, message: String },
 }
 
+/// Where references find their values, and what the text they fill is for.
+pub trait Variables {
+    fn get(&mut self, name: &str) -> Option<String>;
+
+    /// A bare reference to an unset variable: an error unless the variables say otherwise.
+    fn unset(&mut self, name: &str) -> Result<String, InterpolateError> {
+        Err(InterpolateError::Unknown(name.to_string()))
+    }
+
+    /// What `$$` (and a `$` that starts no reference) becomes: `$`, or `$$` in text
+    /// that will be interpolated again.
+    fn dollar(&self) -> &'static str {
+        "$"
+    }
+}
+
+struct Lookup<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Variables for Lookup<'_> {
+    fn get(&mut self, name: &str) -> Option<String> {
+        (self.0)(name)
+    }
+}
+
 /// Fills `text` from `lookup`. A variable `lookup` does not know is an error unless the
 /// reference says what to do without it.
 pub fn interpolate(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
 ) -> Result<String, InterpolateError> {
+    fill(text, &mut Lookup(lookup))
+}
+
+/// Fills `text` from `variables`.
+pub fn fill(text: &str, variables: &mut impl Variables) -> Result<String, InterpolateError> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
         if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
+            out.push_str(variables.dollar());
             rest = tail;
         } else if let Some(braced) = after.strip_prefix('{') {
             let end = closing_brace(braced)
                 .ok_or_else(|| InterpolateError::Unterminated(text.to_string()))?;
-            out.push_str(&expand(&braced[..end], lookup)?);
+            out.push_str(&expand(&braced[..end], variables)?);
             rest = &braced[end + 1..];
         } else {
             let len = after
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .unwrap_or(after.len());
             if len == 0 {
-                out.push('$');
+                out.push_str(variables.dollar());
             } else {
-                out.push_str(&expand(&after[..len], lookup)?);
+                out.push_str(&expand(&after[..len], variables)?);
             }
             rest = &after[len..];
         }
@@ -64,10 +93,7 @@ fn closing_brace(text: &str) -> Option<usize> {
     None
 }
 
-fn expand(
-    reference: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-) -> Result<String, InterpolateError> {
+fn expand(reference: &str, variables: &mut impl Variables) -> Result<String, InterpolateError> {
     let len = reference
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(reference.len());
@@ -76,7 +102,7 @@ fn expand(
     if !valid {
         return Err(InterpolateError::BadName(reference.to_string()));
     }
-    let value = lookup(name);
+    let value = variables.get(name);
     // With a colon, an empty value counts as unset.
     let (set, operator, word) = match modifier.get(..2) {
         Some(op @ (":-" | ":?" | ":+")) => (
@@ -92,13 +118,13 @@ fn expand(
     };
     match (operator, set) {
         ("", true) | ("-", true) | ("?", true) => Ok(value.unwrap_or_default()),
-        ("", false) => Err(InterpolateError::Unknown(name.to_string())),
-        ("-", false) => interpolate(word, lookup),
+        ("", false) => variables.unset(name),
+        ("-", false) => fill(word, variables),
         ("?", false) => Err(InterpolateError::Required {
             name: name.to_string(),
             message: word.to_string(),
         }),
-        ("+", true) => interpolate(word, lookup),
+        ("+", true) => fill(word, variables),
         _ => Ok(String::new()),
     }
 }

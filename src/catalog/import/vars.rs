@@ -3,6 +3,7 @@
 //! every other value is written out, its `$` escaped as `$$`, so that the install-time
 //! interpolation gives exactly what Docker Compose would have given.
 
+use crate::catalog::interpolate;
 use std::collections::BTreeMap;
 
 /// Name → the text that replaces a reference to it (already escaped for the output).
@@ -35,68 +36,7 @@ impl Vars {
 
     /// The output text of a Compose string: every reference resolved, `$$` kept.
     pub fn resolve(&mut self, text: &str) -> Result<String, String> {
-        let mut out = String::with_capacity(text.len());
-        let mut rest = text;
-        while let Some(at) = rest.find('$') {
-            out.push_str(&rest[..at]);
-            let after = &rest[at + 1..];
-            if let Some(tail) = after.strip_prefix('$') {
-                out.push_str("$$");
-                rest = tail;
-            } else if let Some(braced) = after.strip_prefix('{') {
-                let end =
-                    closing_brace(braced).ok_or_else(|| format!("unterminated ${{ in {text:?}"))?;
-                out.push_str(&self.expand(&braced[..end])?);
-                rest = &braced[end + 1..];
-            } else {
-                let len = after
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(after.len());
-                if len == 0 {
-                    out.push_str("$$");
-                } else {
-                    out.push_str(&self.expand(&after[..len])?);
-                }
-                rest = &after[len..];
-            }
-        }
-        out.push_str(rest);
-        Ok(out)
-    }
-
-    fn expand(&mut self, reference: &str) -> Result<String, String> {
-        let split = reference
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(reference.len());
-        let (name, operator) = reference.split_at(split);
-        if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-            return Err(format!("invalid variable name in ${{{reference}}}"));
-        }
-        let value = self.get(name).map(str::to_string);
-        let set_nonempty = value.as_deref().is_some_and(|v| !v.is_empty());
-        let (op, word) = match operator {
-            "" => ("", ""),
-            _ => {
-                let op_len = if operator.starts_with(':') { 2 } else { 1 };
-                operator.split_at(op_len.min(operator.len()))
-            }
-        };
-        match op {
-            "" => Ok(value.unwrap_or_else(|| {
-                self.missing.insert(name.to_string());
-                String::new()
-            })),
-            ":-" if set_nonempty => Ok(value.unwrap_or_default()),
-            "-" if value.is_some() => Ok(value.unwrap_or_default()),
-            ":-" | "-" => self.resolve(word),
-            ":?" if set_nonempty => Ok(value.unwrap_or_default()),
-            "?" if value.is_some() => Ok(value.unwrap_or_default()),
-            ":?" | "?" => Err(format!("${{{name}}} is required: {word}")),
-            ":+" if set_nonempty => self.resolve(word),
-            "+" if value.is_some() => self.resolve(word),
-            ":+" | "+" => Ok(String::new()),
-            _ => Err(format!("unsupported form ${{{reference}}}")),
-        }
+        interpolate::fill(text, self).map_err(|e| e.to_string())
     }
 
     /// Reads a `.env` file as Compose does: `KEY=VALUE` lines, `#` comments, quotes
@@ -140,18 +80,20 @@ impl Vars {
     }
 }
 
-/// Where the `}` closing a `${` is, past nested `${…}` in defaults.
-fn closing_brace(text: &str) -> Option<usize> {
-    let mut depth = 0;
-    for (i, c) in text.char_indices() {
-        match c {
-            '{' => depth += 1,
-            '}' if depth == 0 => return Some(i),
-            '}' => depth -= 1,
-            _ => {}
-        }
+impl interpolate::Variables for Vars {
+    fn get(&mut self, name: &str) -> Option<String> {
+        self.values.get(name).cloned()
     }
-    None
+
+    /// Compose makes an unset variable "": the name is kept, for the import to report.
+    fn unset(&mut self, name: &str) -> Result<String, interpolate::InterpolateError> {
+        self.missing.insert(name.to_string());
+        Ok(String::new())
+    }
+
+    fn dollar(&self) -> &'static str {
+        "$$"
+    }
 }
 
 #[cfg(test)]
