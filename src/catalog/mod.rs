@@ -6,11 +6,12 @@ pub mod import;
 pub mod interpolate;
 
 use compose::{Compose, Context};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Deserialize)]
+/// app.toml, as SPEC's catalog format has it (the importer writes it too).
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppMeta {
     pub name: String,
@@ -26,7 +27,7 @@ pub struct AppMeta {
     pub requirements: Requirements,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Requirements {
     pub cpu: u32,

@@ -3,7 +3,8 @@
 
 use super::normalize::{self, text};
 use super::vars::Vars;
-use super::{Draft, Meta, Refusal, Requirements};
+use super::{Draft, Refusal};
+use crate::catalog::{AppMeta, Requirements};
 use serde_yaml_ng::{Mapping, Value};
 use std::path::Path;
 
@@ -173,7 +174,7 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
     let mut files = Vec::new();
     let mut empty_dirs = Vec::new();
     super::relative_binds(&doc, folder, &mut files, &mut empty_dirs)?;
-    let meta = Meta {
+    let meta = AppMeta {
         name,
         trademark,
         versions: vec![version],

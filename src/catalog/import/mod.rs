@@ -9,6 +9,7 @@ mod normalize;
 mod vars;
 mod websoft9;
 
+use super::AppMeta;
 use serde::Serialize;
 use serde_yaml_ng::{Mapping, Value};
 use std::collections::BTreeSet;
@@ -107,32 +108,9 @@ impl Outcome {
     }
 }
 
-/// app.toml, as SPEC's catalog format has it.
-#[derive(Debug, Serialize)]
-pub struct Meta {
-    pub name: String,
-    pub trademark: String,
-    pub versions: Vec<String>,
-    pub official: bool,
-    pub logo: String,
-    pub web_service: String,
-    pub web_port: u16,
-    pub http_port: u16,
-    pub admin_path: String,
-    pub user_name: String,
-    pub requirements: Requirements,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Requirements {
-    pub cpu: u32,
-    pub memory_mb: u64,
-    pub disk_mb: u64,
-}
-
 /// An app ready to be written: everything but the files is in memory.
 pub struct Draft {
-    pub meta: Meta,
+    pub meta: AppMeta,
     pub compose: Mapping,
     /// Files and folders of the source copied into the app folder: (source, relative).
     pub files: Vec<(PathBuf, PathBuf)>,

@@ -4,7 +4,8 @@
 
 use super::normalize::{self, text};
 use super::vars::Vars;
-use super::{Draft, Meta, Refusal, Requirements};
+use super::{Draft, Refusal};
+use crate::catalog::{AppMeta, Requirements};
 use serde_yaml_ng::{Mapping, Value};
 use std::path::Path;
 
@@ -109,7 +110,7 @@ pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
     let user_name = plain("W9_LOGIN_USER")
         .filter(|u| !u.contains('$'))
         .unwrap_or_default();
-    let meta = Meta {
+    let meta = AppMeta {
         name,
         trademark,
         versions: versions(&variables, plain("W9_DIST"), plain("W9_VERSION")),
