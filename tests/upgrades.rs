@@ -315,6 +315,37 @@ async fn upgrades_succeed_or_roll_back_data_and_images_together() {
         rolls_back(&host, "evmissing", "missing", true, "evolve:missing"),
     );
 
+    // The command line follows an upgrade to its end: a rollback exits non-zero naming
+    // its cause; the same version again re-resolves its tags and succeeds.
+    let cli = |app_id: &str, version: &str| {
+        let socket = host.socket();
+        let (app_id, version) = (app_id.to_string(), version.to_string());
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_appunit"))
+                .arg("--socket")
+                .arg(socket)
+                .args(["upgrade", &app_id, "--version", &version])
+                .output()
+                .unwrap()
+        })
+    };
+    let out = cli("evunhealthy", "missing").await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "{stderr}");
+    assert!(
+        stderr.contains("evunhealthy is back on 1 (running)") && stderr.contains("evolve:missing"),
+        "{stderr}"
+    );
+    let out = cli("evgood", "2").await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("evgood (Evolve 2): running"), "{stdout}");
+    assert_runs_version(&host, "evgood", "2");
+
     let caught11 = killed_in(&host, "evkill11", "11").await;
     let caught12 = killed_in(&host, "evkill12", "12").await;
     eprintln!("phases the kills hit: {caught10} {caught11} {caught12}");
