@@ -3,7 +3,8 @@
 //! rollback point), the old containers and unit make way for the new ones (`creating`),
 //! and the unit starts (`initing`) behind the health gate, which then watches that no
 //! container exits for `SETTLE`. Any failure, or a crash (at the next start), rolls back
-//! to the old version: its images (still here), containers, unit and data, in the state
+//! to the old version: its images (still here; a name both versions use is held under
+//! a second name while the pull may move it), containers, unit and data, in the state
 //! the app was in; nothing of the new version stays.
 
 use super::install::render;
@@ -17,6 +18,7 @@ use crate::runtime::systemd::UnitState;
 use crate::store::{
     AppRecord, OperationInfo, OperationKind, Phase, StatusReason, StoreError, Transition,
 };
+use crate::supervisor::RUNNING;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -198,6 +200,12 @@ impl Lifecycle {
             ..app.clone()
         };
         let (compose, rendered) = render(&target, catalog_app, &folder)?;
+        // Names both versions use (the same version, re-resolved) may move with the
+        // pull: what they point at now is held for a rollback.
+        let old = self.references_of(app, &point.from_version);
+        for image in old.intersection(&references(&compose)) {
+            self.backends.images.hold(image, &app.app_id).await?;
+        }
         let images = self.pull(&compose, progress, false).await?;
         self.transition(app, Transition::Pulled, None).await?;
         let unit = unit_name(&app.app_id);
@@ -226,7 +234,10 @@ impl Lifecycle {
         while tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(250)).await;
             let status = self.backends.units.status(unit).await?;
-            if status.state != UnitState::Active || status.auto_restart {
+            // The supervisor's status text names a failure while it still stops the
+            // other services (the unit is active until it has).
+            let failing = !status.status_text.is_empty() && status.status_text != RUNNING;
+            if status.state != UnitState::Active || status.auto_restart || failing {
                 return Err(InstallError::Exited(if status.status_text.is_empty() {
                     format!("{unit} is {:?}", status.state)
                 } else {
@@ -294,7 +305,27 @@ impl Lifecycle {
         let old = self.references_of(app, &point.from_version);
         let new = self.references_of(app, &point.to_version);
         self.remove_images(app_id, old.difference(&new)).await;
+        self.release_holds(app_id, old.intersection(&new), false)
+            .await;
         let _ = std::fs::remove_file(point_file(&folder));
+    }
+
+    async fn release_holds<'a>(
+        &self,
+        app_id: &str,
+        images: impl Iterator<Item = &'a String>,
+        restore: bool,
+    ) {
+        for image in images {
+            if let Err(err) = self
+                .backends
+                .images
+                .release_hold(image, app_id, restore)
+                .await
+            {
+                tracing::warn!(app_id, image, %err, "releasing the image held for a rollback");
+            }
+        }
     }
 
     /// The image references of `version` of the app, as its catalog entry renders them.
@@ -335,6 +366,11 @@ impl Lifecycle {
             .ok()
             .flatten()
             .map(|r| r.phase);
+        // Names a re-resolved version moved point at the old images again first.
+        let old = self.references_of(app, &point.from_version);
+        let new = self.references_of(app, &point.to_version);
+        self.release_holds(app_id, old.intersection(&new), true)
+            .await;
         if phase != Some(Phase::Pulling)
             && let Err(err) = self.restore_old_version(app, point).await
         {
@@ -342,8 +378,6 @@ impl Lifecycle {
             // place, and a start (or the next upgrade) may succeed.
             tracing::error!(app_id, %err, "restoring the old version");
         }
-        let old = self.references_of(app, &point.from_version);
-        let new = self.references_of(app, &point.to_version);
         self.remove_images(app_id, new.difference(&old)).await;
         if let Err(err) = self
             .transition(app, Transition::RollBack, Some(reason))
