@@ -9,6 +9,7 @@
 mod common;
 
 use common::host::{Host, settled};
+use common::images::{Layer, build_image_in};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -352,6 +353,42 @@ async fn upgrades_succeed_or_roll_back_data_and_images_together() {
     assert_eq!(caught10, "10");
     assert!(caught11 == "11" || caught11 == "12", "{caught11}");
     assert_eq!(caught12, "12");
+
+    // The same version again, its tag moved meanwhile to an image that cannot start:
+    // the rollback points the tag at the old digest again, and holds nothing more.
+    let digest_of_1 = || {
+        let out = host.sandbox.run("ctr", &["-n", "appunit", "images", "ls"]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with("127.0.0.1:5000/test/evolve:1 "))
+            .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+            .unwrap()
+    };
+    let old_digest = digest_of_1();
+    let broken = build_image_in(
+        &host.sandbox.path("run/images"),
+        &[Layer::file("hello", "no shell here")],
+        &["sh"],
+    );
+    host.sandbox.push(broken.layout.path(), "test/evolve:1");
+    let before = data_tree(&host, "evcrash");
+    upgrade(&host, "evcrash", "1").await;
+    let status = upgrade_ended(&host, "evcrash").await;
+    eprintln!("evcrash again on 1: {}", status["last_operation"]);
+    assert_eq!(
+        status["last_operation"]["result"], "rolled_back",
+        "{status}"
+    );
+    assert_eq!(status["status"], "running", "{status}");
+    assert_eq!(digest_of_1(), old_digest);
+    assert_eq!(data_tree(&host, "evcrash"), before);
+    assert_runs_version(&host, "evcrash", "1");
+    assert!(
+        !images(&host).contains("appunit-rollback"),
+        "{}",
+        images(&host)
+    );
+
     let leases = host
         .sandbox
         .run("ctr", &["-n", "appunit", "leases", "ls", "-q"]);
