@@ -158,11 +158,7 @@ impl Lifecycle {
     /// Runs the upgrade to its end: the new version installed, or the old one back.
     async fn upgrade(&self, app: &AppRecord, progress: &Arc<Progress>) {
         let app_id = app.app_id.as_str();
-        let folder = AppFolder::new(&self.config.state_dir, app_id);
-        let Some(mut point) = read_point(&folder) else {
-            tracing::error!(app_id, "the upgrade's rollback point is gone");
-            return;
-        };
+        let mut point = self.point_of(app);
         match self.upgrade_phases(app, &mut point, progress).await {
             Ok(()) => {
                 tracing::info!(app_id, to = point.to_version, "upgraded");
@@ -449,6 +445,26 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// The app's rollback point; rebuilt from the record if it went (removed by hand):
+    /// nothing then says the data was saved, so it is not restored.
+    fn point_of(&self, app: &AppRecord) -> RollbackPoint {
+        let folder = AppFolder::new(&self.config.state_dir, &app.app_id);
+        read_point(&folder).unwrap_or_else(|| {
+            tracing::error!(app_id = app.app_id, "the upgrade's rollback point is gone");
+            let operation = app.operation.as_ref();
+            RollbackPoint {
+                from_version: operation
+                    .and_then(|o| o.from_version.clone())
+                    .unwrap_or_else(|| app.app_version.clone()),
+                to_version: operation
+                    .and_then(|o| o.to_version.clone())
+                    .unwrap_or_default(),
+                was_running: true,
+                backup: None,
+            }
+        })
+    }
+
     /// At start-up, before the queue runs: an upgrade a crash cut short rolls back.
     pub(super) async fn resume_upgrades(&self) {
         let apps = self
@@ -466,22 +482,7 @@ impl Lifecycle {
                 phase = app.phase.as_str(),
                 "upgrade was interrupted: rolling it back"
             );
-            let folder = AppFolder::new(&self.config.state_dir, app_id);
-            let point = read_point(&folder).unwrap_or_else(|| RollbackPoint {
-                // Written before the phase moved; missing only if removed by hand.
-                from_version: app
-                    .operation
-                    .as_ref()
-                    .and_then(|o| o.from_version.clone())
-                    .unwrap_or_else(|| app.app_version.clone()),
-                to_version: app
-                    .operation
-                    .as_ref()
-                    .and_then(|o| o.to_version.clone())
-                    .unwrap_or_default(),
-                was_running: true,
-                backup: None,
-            });
+            let point = self.point_of(&app);
             let reason = StatusReason {
                 code: crate::error::Code::SystemError,
                 detail: format!(
