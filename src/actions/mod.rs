@@ -4,6 +4,7 @@
 mod backups;
 pub mod events;
 pub mod params;
+mod upgrade;
 
 use crate::app::{AppFolder, unit_name};
 use crate::catalog::{Catalog, CatalogApp};
@@ -39,6 +40,7 @@ pub enum Action {
     BackupList,
     BackupDelete,
     Restore,
+    Upgrade,
 }
 
 impl Action {
@@ -56,6 +58,7 @@ impl Action {
             "AppBackupList" => Action::BackupList,
             "AppBackupDelete" => Action::BackupDelete,
             "AppRestore" => Action::Restore,
+            "AppUpgrade" => Action::Upgrade,
             _ => return None,
         })
     }
@@ -74,6 +77,7 @@ impl Action {
             Action::BackupList => "AppBackupList",
             Action::BackupDelete => "AppBackupDelete",
             Action::Restore => "AppRestore",
+            Action::Upgrade => "AppUpgrade",
         }
     }
 
@@ -254,6 +258,7 @@ impl Actions {
                 backup: self.backup_delete(params).await?,
             }),
             Action::Restore => self.restore(params).await.map(app_id_data),
+            Action::Upgrade => self.upgrade(params).await.map(app_id_data),
         };
         reply.map(Answer::Reply)
     }
@@ -598,6 +603,7 @@ mod tests {
             Action::BackupList,
             Action::BackupDelete,
             Action::Restore,
+            Action::Upgrade,
         ] {
             assert_eq!(Action::from_name(action.name()), Some(action));
         }

@@ -57,6 +57,16 @@ enum Command {
         #[arg(long)]
         delete_image: bool,
     },
+    /// Upgrade an app to another version and follow it: the outcome, or the rollback.
+    Upgrade {
+        app_id: String,
+        /// The version to upgrade to; the catalog's newest when omitted.
+        #[arg(long)]
+        version: Option<String>,
+        /// Return once the upgrade runs, without following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
     Start {
         app_id: String,
     },
@@ -190,6 +200,39 @@ async fn run(cli: Cli) -> ExitCode {
             ];
             call("AppUninstall", params).await
         }
+        Command::Upgrade {
+            app_id,
+            version,
+            no_wait,
+        } => {
+            let version = match version {
+                Some(version) => Some(version),
+                None => match call("AppStatus", vec![("app_id", app_id.clone())]).await {
+                    Ok(envelope) if envelope.get("Error").is_some() => {
+                        return report(&envelope, cli.json);
+                    }
+                    Ok(envelope) => {
+                        newest_version(&cli.config, text(&envelope["ResponseData"]["name"]))
+                    }
+                    Err(err) => return fail(EXIT_FAILED, &err),
+                },
+            };
+            let Some(version) = version else {
+                return fail(
+                    EXIT_PARAMETER,
+                    &format!(
+                        "no version given, and no catalog entry of {app_id} here to take its newest"
+                    ),
+                );
+            };
+            let params = vec![("app_id", app_id.clone()), ("app_version", version)];
+            let reply = call("AppUpgrade", params).await;
+            if no_wait || cli.json || reply.as_ref().is_ok_and(|r| r.get("Error").is_some()) {
+                reply
+            } else {
+                return follow_upgrade(&cli.socket, &app_id).await;
+            }
+        }
         Command::Start { app_id } => call("AppStart", vec![("app_id", app_id)]).await,
         Command::Stop { app_id } => call("AppStop", vec![("app_id", app_id)]).await,
         Command::Restart { app_id } => call("AppRestart", vec![("app_id", app_id)]).await,
@@ -282,18 +325,10 @@ fn newest_version(config_path: &Path, app: &str) -> Option<String> {
     catalog.get(app)?.meta.versions.first().cloned()
 }
 
-/// Follows an install with a progress bar (bytes while pulling, then the phase) until
-/// it runs, then shows where and how to log in.
-async fn follow(socket: &Path, app_id: &str) -> ExitCode {
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {msg:12} [{bar:30}] {bytes}/{total_bytes}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
+/// Follows an upgrade with the progress bar until its operation ends: the app as it is
+/// then, or the rollback's reason (and a non-zero exit).
+async fn follow_upgrade(socket: &Path, app_id: &str) -> ExitCode {
+    let bar = progress_bar();
     loop {
         let envelope = match call(socket, "AppStatus", &[("app_id", app_id.to_string())]).await {
             Ok(envelope) => envelope,
@@ -307,13 +342,70 @@ async fn follow(socket: &Path, app_id: &str) -> ExitCode {
             return fail_with(error);
         }
         let status = &envelope["ResponseData"];
-        let phase = status["status"].as_str().unwrap_or_default();
-        bar.set_message(phase.to_string());
-        if let Some(progress) = status["progress"].as_object() {
-            bar.set_length(progress["total_bytes"].as_u64().unwrap_or(0));
-            bar.set_position(progress["done_bytes"].as_u64().unwrap_or(0));
+        show_progress(&bar, status);
+        if status["operation"].is_null() {
+            let last = &status["last_operation"];
+            if last["kind"] == "upgrade" && last["result"] == "succeeded" {
+                bar.finish_with_message("upgraded");
+                print_status(status);
+                return ExitCode::SUCCESS;
+            }
+            bar.abandon_with_message("rolled back");
+            let detail = text(&last["reason"]["Detail"]);
+            return fail(
+                EXIT_RUNTIME,
+                &format!(
+                    "{app_id} is back on {} ({}): {detail}",
+                    text(&status["app_version"]),
+                    text(&status["status"])
+                ),
+            );
         }
-        match phase {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+fn progress_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {msg:12} [{bar:30}] {bytes}/{total_bytes}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// The phase, and the bytes pulled while pulling.
+fn show_progress(bar: &indicatif::ProgressBar, status: &Value) {
+    bar.set_message(status["status"].as_str().unwrap_or_default().to_string());
+    if let Some(progress) = status["progress"].as_object() {
+        bar.set_length(progress["total_bytes"].as_u64().unwrap_or(0));
+        bar.set_position(progress["done_bytes"].as_u64().unwrap_or(0));
+    }
+}
+
+/// Follows an install with a progress bar (bytes while pulling, then the phase) until
+/// it runs, then shows where and how to log in.
+async fn follow(socket: &Path, app_id: &str) -> ExitCode {
+    let bar = progress_bar();
+    loop {
+        let envelope = match call(socket, "AppStatus", &[("app_id", app_id.to_string())]).await {
+            Ok(envelope) => envelope,
+            Err(err) => {
+                bar.abandon();
+                return fail(EXIT_FAILED, &err);
+            }
+        };
+        if let Some(error) = envelope.get("Error") {
+            bar.abandon();
+            return fail_with(error);
+        }
+        let status = &envelope["ResponseData"];
+        show_progress(&bar, status);
+        match status["status"].as_str().unwrap_or_default() {
             "running" => {
                 bar.finish_with_message("running");
                 print_status(status);

@@ -45,6 +45,21 @@ pub trait ImageSource: Send + Sync {
     }
     /// Removes an image unless another app's container uses it; whether it went.
     async fn remove_unless_used(&self, image: &str, app_id: &str) -> Result<bool, PullError>;
+    /// Holds what the image name points at now under a second name of `app_id`'s, so
+    /// that an upgrade's pull that moves the tag can be undone. A source whose tags
+    /// never move (the fakes) has nothing to hold.
+    async fn hold(&self, _image: &str, _app_id: &str) -> Result<(), PullError> {
+        Ok(())
+    }
+    /// Drops the hold; with `restore`, the name points at what was held again first.
+    async fn release_hold(
+        &self,
+        _image: &str,
+        _app_id: &str,
+        _restore: bool,
+    ) -> Result<(), PullError> {
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -196,6 +211,56 @@ impl ImageSource for ContainerdBackend {
             .remove_unless_used(image, app_id)
             .await
     }
+
+    async fn hold(&self, image: &str, app_id: &str) -> Result<(), PullError> {
+        let (name, keeper) = hold_names(image, app_id)?;
+        let failed = |source| PullError::Containerd {
+            image: name.clone(),
+            source,
+        };
+        let containerd = self.containerd().await.map_err(failed)?;
+        if let Some(target) = containerd.image_target(&name).await.map_err(failed)? {
+            containerd
+                .put_image(&keeper, target)
+                .await
+                .map_err(failed)?;
+        }
+        Ok(())
+    }
+
+    async fn release_hold(
+        &self,
+        image: &str,
+        app_id: &str,
+        restore: bool,
+    ) -> Result<(), PullError> {
+        let (name, keeper) = hold_names(image, app_id)?;
+        let failed = |source| PullError::Containerd {
+            image: name.clone(),
+            source,
+        };
+        let containerd = self.containerd().await.map_err(failed)?;
+        if let Some(target) = containerd.image_target(&keeper).await.map_err(failed)? {
+            if restore {
+                containerd.put_image(&name, target).await.map_err(failed)?;
+            }
+            containerd.delete_image(&keeper).await.map_err(failed)?;
+        }
+        Ok(())
+    }
+}
+
+/// An image's name in containerd, and the name an upgrade of `app_id` holds it under.
+fn hold_names(image: &str, app_id: &str) -> Result<(String, String), PullError> {
+    let name = image
+        .parse::<oci_client::Reference>()
+        .map_err(|e| PullError::Reference {
+            image: image.to_string(),
+            cause: e.to_string(),
+        })?
+        .whole();
+    let keeper = format!("appunit-rollback/{app_id}/{name}");
+    Ok((name, keeper))
 }
 
 #[async_trait]

@@ -196,7 +196,7 @@ impl Lifecycle {
 
     /// The manifest: the record, the catalog's app.toml, the compose file as
     /// installed, the pinned digests (from the plan) and the credentials.
-    fn manifest(
+    pub(super) fn manifest(
         &self,
         record: &AppRecord,
         folder: &AppFolder,

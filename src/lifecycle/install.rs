@@ -136,7 +136,7 @@ impl Lifecycle {
     }
 
     /// Every image of the app, with one progress across them.
-    async fn pull(
+    pub(super) async fn pull(
         &self,
         compose: &Compose,
         progress: &Arc<Progress>,
@@ -156,7 +156,7 @@ impl Lifecycle {
 
     /// The containers and plan, with user names resolved in the image's own
     /// /etc/passwd and /etc/group.
-    async fn prepare(
+    pub(super) async fn prepare(
         &self,
         app: &AppRecord,
         compose: &Compose,
@@ -193,7 +193,7 @@ impl Lifecycle {
 
     /// The app folder, the containers and the unit. The plan is written before the
     /// first container: while it exists, containers of the app may.
-    async fn create(
+    pub(super) async fn create(
         &self,
         app: &AppRecord,
         catalog_app: &CatalogApp,
@@ -275,7 +275,7 @@ impl Lifecycle {
 
     /// The unit starts; its start job ends when the supervisor reports the health
     /// checks passed (READY=1), or fails with the supervisor's reason.
-    async fn init(&self, app: &AppRecord) -> Result<(), InstallError> {
+    pub(super) async fn init(&self, app: &AppRecord) -> Result<(), InstallError> {
         let (unit, units) = (unit_name(&app.app_id), &self.backends.units);
         units.enable(&unit).await?;
         if let Err(error) = units.start(&unit).await {
@@ -291,7 +291,7 @@ impl Lifecycle {
 }
 
 /// The catalog's compose file with appunit's variables for this app.
-fn render(
+pub(super) fn render(
     app: &AppRecord,
     catalog_app: &CatalogApp,
     folder: &AppFolder,

@@ -10,6 +10,7 @@ mod image_files;
 mod install;
 pub mod registry;
 mod unit_file;
+mod upgrade;
 
 #[cfg(test)]
 mod fakes;
@@ -28,7 +29,7 @@ use crate::images::progress::ProgressInfo;
 use crate::runtime::containerd::ContainerdError;
 use crate::runtime::systemd::{SystemdError, UnitState, Usage};
 use crate::store::{
-    AppRecord, Phase, StatusReason, Store, StoreError, Transition, UninstallRequest,
+    AppRecord, OperationKind, Phase, StatusReason, Store, StoreError, Transition, UninstallRequest,
 };
 use futures_util::StreamExt;
 use registry::{Busy, Registry};
@@ -136,6 +137,9 @@ pub enum InstallError {
     /// The unit did not start: systemd's word, and the supervisor's reason.
     #[error("{error}{}", if why.is_empty() { String::new() } else { format!(": {why}") })]
     Start { error: SystemdError, why: String },
+    /// The unit started, then failed within the upgrade's health gate.
+    #[error("the app stopped within the health gate: {0}")]
+    Exited(String),
 }
 
 pub struct Lifecycle {
@@ -303,7 +307,14 @@ impl Lifecycle {
                 reason: record.reason.clone(),
                 ..Truth::plain(Status::Error)
             },
-            Phase::Installed => self.unit_truth(&record.app_id).await,
+            Phase::Installed => {
+                let truth = self.unit_truth(&record.app_id).await;
+                // A rolled-back upgrade's cause shows until the next operation.
+                Truth {
+                    reason: truth.reason.or_else(|| record.reason.clone()),
+                    ..truth
+                }
+            }
         }
     }
 
@@ -493,8 +504,9 @@ impl Lifecycle {
     }
 
     /// At start-up: installs that were under way when the daemon stopped go back to the
-    /// queue, after what they had made is removed (their data stays); uninstalls a crash
-    /// cut short are finished, deleting what they were asked to; then the queue runs.
+    /// queue, after what they had made is removed (their data stays); upgrades roll
+    /// back; uninstalls a crash cut short are finished, deleting what they were asked
+    /// to; then the queue runs.
     pub async fn reconcile(self: Arc<Self>) {
         // No pull runs yet: any lease of ours belongs to one a crash interrupted.
         match self.backends.containers.release_stale_leases().await {
@@ -508,7 +520,12 @@ impl Lifecycle {
                 .blocking(move |store| store.with_phase(phase))
                 .await
                 .unwrap_or_default();
-            for app in apps {
+            // An upgrade's phases are the install's: those roll back instead.
+            for app in apps.into_iter().filter(|app| {
+                app.operation
+                    .as_ref()
+                    .is_none_or(|o| o.kind != OperationKind::Upgrade)
+            }) {
                 let app_id = app.app_id.as_str();
                 tracing::warn!(
                     app_id,
@@ -523,6 +540,7 @@ impl Lifecycle {
                 }
             }
         }
+        self.resume_upgrades().await;
         self.report_strangers().await;
         tokio::join!(
             self.finish_interrupted_uninstalls(),

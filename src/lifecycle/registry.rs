@@ -18,6 +18,7 @@ pub enum Operation {
     Restart,
     Backup,
     Restore,
+    Upgrade,
 }
 
 impl Operation {
@@ -30,6 +31,7 @@ impl Operation {
             Operation::Restart => "AppRestart",
             Operation::Backup => "AppBackup",
             Operation::Restore => "AppRestore",
+            Operation::Upgrade => "AppUpgrade",
         }
     }
 }
@@ -47,6 +49,8 @@ pub struct InstallTask {
 struct Entry {
     operation: Option<Operation>,
     install: Option<InstallTask>,
+    /// An upgrade's pull, shown as the app's progress while its guard is up.
+    progress: Option<Arc<Progress>>,
 }
 
 #[derive(Default)]
@@ -65,6 +69,7 @@ impl Drop for Busy<'_> {
         let mut apps = self.registry.lock();
         if let Some(entry) = apps.get_mut(&self.app_id) {
             entry.operation = None;
+            entry.progress = None;
             forget_if_empty(&mut apps, &self.app_id);
         }
     }
@@ -88,6 +93,13 @@ impl Registry {
             registry: self,
             app_id: app_id.to_string(),
         })
+    }
+
+    /// Shows `progress` as the app's while the guard of its operation (an upgrade) is up.
+    pub fn show_progress(&self, app_id: &str, progress: Arc<Progress>) {
+        if let Some(entry) = self.lock().get_mut(app_id) {
+            entry.progress = Some(progress);
+        }
     }
 
     /// Starts an install unless the app is being uninstalled (other operations refuse
@@ -144,8 +156,11 @@ impl Registry {
 
     pub fn progress(&self, app_id: &str) -> Option<Arc<Progress>> {
         let apps = self.lock();
-        let install = apps.get(app_id)?.install.as_ref()?;
-        Some(install.progress.clone())
+        let entry = apps.get(app_id)?;
+        match &entry.install {
+            Some(install) => Some(install.progress.clone()),
+            None => entry.progress.clone(),
+        }
     }
 
     #[cfg(test)]

@@ -362,3 +362,84 @@ async fn reconcile_requeues_interrupted_installs_and_finishes_uninstalls() {
     assert!(!leaving_data.exists(), "delete_data was asked for");
     started.abort();
 }
+
+/// The upgrade on fakes: the new images pull before anything stops; success makes the
+/// new version the app's and keeps the old one's backup; a failed pull rolls back with
+/// the old version untouched and no rollback point left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_succeeds_or_rolls_back_on_the_install_phases() {
+    use crate::store::OperationResult;
+    let bench = bench(7, 2);
+    let queue = tokio::spawn(bench.lifecycle.clone().run_queue());
+    bench.install("up").await.unwrap();
+    bench.until_phase("up", Phase::Installed).await;
+    let upgrade = |version: &'static str| {
+        let bench = &bench;
+        async move {
+            bench
+                .call(
+                    Action::Upgrade,
+                    &[("app_id", "up"), ("app_version", version)],
+                )
+                .await
+        }
+    };
+    let ended = |b: &Bench| {
+        b.record("up").is_some_and(|r| {
+            r.operation.is_none()
+                && r.last_operation
+                    .as_ref()
+                    .is_some_and(|l| l.kind == crate::store::OperationKind::Upgrade)
+        })
+    };
+    assert_eq!(upgrade("9").await, Err(Code::AppVersionNotExist));
+    upgrade("2").await.unwrap();
+    assert_eq!(upgrade("2").await, Err(Code::Busy));
+    bench.until("the upgrade to 2", ended).await;
+    let record = bench.record("up").unwrap();
+    assert_eq!(record.app_version, "2");
+    assert_eq!(
+        record.last_operation.unwrap().result,
+        OperationResult::Succeeded
+    );
+    let calls = bench.calls();
+    let pulled = calls
+        .iter()
+        .position(|c| c == "pull 127.0.0.1:5000/test/busybox:2");
+    let stopped = calls.iter().rposition(|c| c == "stop appunit-up.service");
+    assert!(pulled.is_some() && pulled < stopped, "{calls:?}");
+    let backups = std::fs::read_dir(bench.config.backup_dir())
+        .unwrap()
+        .count();
+    assert!(backups > 0, "the old version's backup is kept");
+    // The rollback point goes right after the outcome is recorded.
+    let point = bench.config.state_dir.join("apps/up/upgrade.json");
+    bench
+        .until("the rollback point to go", |_| !point.exists())
+        .await;
+
+    bench.host.pulls_fail.store(true, Ordering::SeqCst);
+    upgrade("1").await.unwrap();
+    bench
+        .until("the rollback", |b| {
+            b.record("up")
+                .is_some_and(|r| r.operation.is_none() && r.reason.is_some())
+        })
+        .await;
+    let record = bench.record("up").unwrap();
+    assert_eq!(
+        (record.phase, record.app_version.as_str()),
+        (Phase::Installed, "2")
+    );
+    let last = record.last_operation.unwrap();
+    assert_eq!(last.result, OperationResult::RolledBack);
+    assert!(last.reason.unwrap().detail.contains("manifest unknown"));
+    assert!(
+        bench.host.world().units["appunit-up.service"],
+        "still running"
+    );
+    bench
+        .until("the rollback point to go", |_| !point.exists())
+        .await;
+    queue.abort();
+}

@@ -327,44 +327,7 @@ impl Store {
     ) -> Result<Phase, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let found = read_one(&tx, &app.app_id)?
-            .filter(|record| record.serial == app.serial)
-            .map(|record| record.phase);
-        let from = found
-            .filter(|phase| transition.may_start_from(*phase))
-            .ok_or_else(|| StoreError::Refused {
-                app_id: app.app_id.clone(),
-                transition,
-                found,
-            })?;
-        tx.execute(
-            "UPDATE apps SET status = ?3, reason_code = ?4, reason_detail = ?5, updated_at = ?6,
-                             uninstall_delete_data = coalesce(?7, uninstall_delete_data),
-                             uninstall_delete_image = coalesce(?8, uninstall_delete_image)
-             WHERE app_id = ?1 AND serial = ?2",
-            params![
-                app.app_id,
-                app.serial,
-                transition.target().as_str(),
-                reason.map(|r| r.code.as_str()),
-                reason.map(|r| r.detail.as_str()),
-                unix_now(),
-                request.map(|r| r.delete_data),
-                request.map(|r| r.delete_image),
-            ],
-        )?;
-        // A failed install publishes nothing: its ports are free for others.
-        if transition == Transition::Fail {
-            tx.execute("DELETE FROM ports WHERE app_id = ?1", [&app.app_id])?;
-        }
-        // The install (or restore) ends with the pipeline.
-        match transition {
-            Transition::Started => {
-                operation::end(&tx, app, OperationResult::Succeeded, None, None)?;
-            }
-            Transition::Fail => operation::end(&tx, app, OperationResult::Failed, reason, None)?,
-            _ => {}
-        }
+        let from = apply_in(&tx, app, transition, reason, request)?;
         tx.commit()?;
         Ok(from)
     }
@@ -471,6 +434,65 @@ impl Store {
         tx.commit()?;
         Ok(())
     }
+}
+
+/// A transition inside the caller's transaction: the compare-and-set, and what ends with
+/// it (the operation, a failed install's ports, an upgrade's new version).
+fn apply_in(
+    tx: &Connection,
+    app: &AppRecord,
+    transition: Transition,
+    reason: Option<&StatusReason>,
+    request: Option<UninstallRequest>,
+) -> Result<Phase, StoreError> {
+    let found = read_one(tx, &app.app_id)?
+        .filter(|record| record.serial == app.serial)
+        .map(|record| record.phase);
+    let from = found
+        .filter(|phase| transition.may_start_from(*phase))
+        .ok_or_else(|| StoreError::Refused {
+            app_id: app.app_id.clone(),
+            transition,
+            found,
+        })?;
+    tx.execute(
+        "UPDATE apps SET status = ?3, reason_code = ?4, reason_detail = ?5, updated_at = ?6,
+                         uninstall_delete_data = coalesce(?7, uninstall_delete_data),
+                         uninstall_delete_image = coalesce(?8, uninstall_delete_image)
+         WHERE app_id = ?1 AND serial = ?2",
+        params![
+            app.app_id,
+            app.serial,
+            transition.target().as_str(),
+            reason.map(|r| r.code.as_str()),
+            reason.map(|r| r.detail.as_str()),
+            unix_now(),
+            request.map(|r| r.delete_data),
+            request.map(|r| r.delete_image),
+        ],
+    )?;
+    // A failed install publishes nothing: its ports are free for others.
+    if transition == Transition::Fail {
+        tx.execute("DELETE FROM ports WHERE app_id = ?1", [&app.app_id])?;
+    }
+    // The install (or restore, or upgrade) ends with the pipeline; an upgrade that
+    // ends well makes its version the app's.
+    match transition {
+        Transition::Started => {
+            tx.execute(
+                "UPDATE apps SET app_version = op_to
+                 WHERE app_id = ?1 AND serial = ?2 AND op_kind = 'upgrade' AND op_to IS NOT NULL",
+                params![app.app_id, app.serial],
+            )?;
+            operation::end(tx, app, OperationResult::Succeeded, None, None)?;
+        }
+        Transition::Fail => operation::end(tx, app, OperationResult::Failed, reason, None)?,
+        Transition::RollBack => {
+            operation::end(tx, app, OperationResult::RolledBack, reason, None)?;
+        }
+        _ => {}
+    }
+    Ok(from)
 }
 
 /// A row as SQLite gives it, before the status text is checked.

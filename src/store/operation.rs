@@ -230,6 +230,41 @@ impl Store {
         end(&self.conn(), app, result, reason, downtime_ms)
     }
 
+    /// Begins an upgrade of an installed app in one transaction: the operation is
+    /// recorded and the app enters the install's phases (`Transition::Upgrade`).
+    /// Refused when another operation is under way or the app is not installed.
+    pub fn begin_upgrade(
+        &self,
+        app: &AppRecord,
+        info: &OperationInfo,
+    ) -> Result<AppRecord, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(other) = read_one(&tx, &app.app_id)?.and_then(|r| r.operation) {
+            return Err(StoreError::Corrupt(
+                app.app_id.clone(),
+                format!("{} is under way", other.kind.as_str()),
+            ));
+        }
+        super::apply_in(&tx, app, super::Transition::Upgrade, None, None)?;
+        tx.execute(
+            "UPDATE apps SET op_kind = ?3, op_from = ?4, op_to = ?5, op_source = ?6
+             WHERE app_id = ?1 AND serial = ?2",
+            params![
+                app.app_id,
+                app.serial,
+                info.kind.as_str(),
+                info.from_version,
+                info.to_version,
+                info.source,
+            ],
+        )?;
+        let record = read_one(&tx, &app.app_id)?
+            .ok_or_else(|| StoreError::Corrupt(app.app_id.clone(), "vanished".into()))?;
+        tx.commit()?;
+        Ok(record)
+    }
+
     /// Apps with an operation recorded as under way: at start-up, ones a crash cut short.
     pub fn with_operation(&self, kind: OperationKind) -> Result<Vec<AppRecord>, StoreError> {
         Ok(self
@@ -243,7 +278,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{NewApp, Transition};
+    use crate::store::{NewApp, Phase, Transition};
     use std::collections::BTreeSet;
 
     #[test]
@@ -308,5 +343,73 @@ mod tests {
         assert_eq!(last.kind, OperationKind::Backup);
         assert_eq!(last.reason, Some(reason));
         assert_eq!(last.downtime_ms, Some(12));
+    }
+
+    #[test]
+    fn upgrades_end_with_the_new_version_or_roll_back_to_the_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let new = NewApp {
+            app_id: "up",
+            app_name: "duo",
+            app_version: "1",
+            password: "secret",
+            default_port: 9001,
+            fixed_port: false,
+        };
+        let app = store.insert_queued(&new, &BTreeSet::new()).unwrap();
+        for step in [
+            Transition::Dequeue,
+            Transition::Pulled,
+            Transition::Created,
+            Transition::Started,
+        ] {
+            store.transition(&app, step, None).unwrap();
+        }
+        let upgrade = |to: &str| OperationInfo {
+            kind: OperationKind::Upgrade,
+            from_version: Some("1".into()),
+            to_version: Some(to.into()),
+            source: None,
+        };
+        let installed = store.get("up").unwrap().unwrap();
+        let busy = store.begin_upgrade(&installed, &upgrade("bad")).unwrap();
+        assert_eq!(busy.phase, Phase::Pulling);
+        assert!(store.begin_upgrade(&busy, &upgrade("bad")).is_err());
+        let reason = StatusReason {
+            code: Code::ContainerError,
+            detail: "health".into(),
+        };
+        store
+            .transition(&busy, Transition::RollBack, Some(&reason))
+            .unwrap();
+        let back = store.get("up").unwrap().unwrap();
+        assert_eq!(
+            (back.phase, back.app_version.as_str()),
+            (Phase::Installed, "1")
+        );
+        let last = back.last_operation.clone().unwrap();
+        assert_eq!(
+            (last.kind, last.result, last.reason),
+            (
+                OperationKind::Upgrade,
+                OperationResult::RolledBack,
+                Some(reason)
+            )
+        );
+        let busy = store.begin_upgrade(&back, &upgrade("2")).unwrap();
+        for step in [Transition::Pulled, Transition::Created, Transition::Started] {
+            store.transition(&busy, step, None).unwrap();
+        }
+        let done = store.get("up").unwrap().unwrap();
+        assert_eq!(
+            (done.phase, done.app_version.as_str()),
+            (Phase::Installed, "2")
+        );
+        assert!(done.operation.is_none() && done.reason.is_none());
+        assert_eq!(
+            done.last_operation.unwrap().result,
+            OperationResult::Succeeded
+        );
     }
 }

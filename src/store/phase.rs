@@ -57,7 +57,9 @@ impl std::str::FromStr for Phase {
 }
 
 /// Every change of phase there is. An app record is created `Queuing` and removed
-/// from `Uninstalling`; nothing else moves it.
+/// from `Uninstalling`; nothing else moves it. An upgrade reuses the install's phases
+/// (`Upgrade` enters them from `Installed`); the operation recorded with the app tells
+/// an upgrade's phases from an install's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
     /// The queue takes the app: its pull begins.
@@ -74,10 +76,16 @@ pub enum Transition {
     Requeue,
     /// AppUninstall, from any phase; again from `Uninstalling` when one was cut short.
     Uninstall,
+    /// AppUpgrade of an installed app: the new version goes through the install's phases
+    /// (pulling while the old one serves, creating, initing) and `Started` ends it.
+    Upgrade,
+    /// The upgrade failed (or a crash cut it short): the old version, its containers,
+    /// unit and data are back; the reason is recorded.
+    RollBack,
 }
 
 impl Transition {
-    pub const ALL: [Transition; 7] = [
+    pub const ALL: [Transition; 9] = [
         Transition::Dequeue,
         Transition::Pulled,
         Transition::Created,
@@ -85,6 +93,8 @@ impl Transition {
         Transition::Fail,
         Transition::Requeue,
         Transition::Uninstall,
+        Transition::Upgrade,
+        Transition::RollBack,
     ];
 
     /// The phases this transition may start from.
@@ -94,8 +104,11 @@ impl Transition {
             Transition::Pulled => &[Pulling],
             Transition::Created => &[Creating],
             Transition::Started => &[Initing],
-            Transition::Fail | Transition::Requeue => &[Pulling, Creating, Initing],
+            Transition::Fail | Transition::Requeue | Transition::RollBack => {
+                &[Pulling, Creating, Initing]
+            }
             Transition::Uninstall => &Phase::ALL,
+            Transition::Upgrade => &[Installed],
         }
     }
 
@@ -108,6 +121,8 @@ impl Transition {
             Transition::Fail => Failed,
             Transition::Requeue => Queuing,
             Transition::Uninstall => Uninstalling,
+            Transition::Upgrade => Pulling,
+            Transition::RollBack => Installed,
         }
     }
 
@@ -149,6 +164,10 @@ mod tests {
             (Transition::Uninstall, Installed, Uninstalling),
             (Transition::Uninstall, Failed, Uninstalling),
             (Transition::Uninstall, Uninstalling, Uninstalling),
+            (Transition::Upgrade, Installed, Pulling),
+            (Transition::RollBack, Pulling, Installed),
+            (Transition::RollBack, Creating, Installed),
+            (Transition::RollBack, Initing, Installed),
         ];
         for transition in Transition::ALL {
             for from in Phase::ALL {
@@ -168,12 +187,14 @@ mod tests {
     }
 
     #[test]
-    fn installed_and_failed_apps_leave_only_by_uninstall() {
+    fn installed_and_failed_apps_leave_only_by_uninstall_or_upgrade() {
         for transition in Transition::ALL {
             for from in [Installed, Failed, Uninstalling] {
+                let may = transition == Transition::Uninstall
+                    || (transition == Transition::Upgrade && from == Installed);
                 assert_eq!(
                     transition.may_start_from(from),
-                    transition == Transition::Uninstall,
+                    may,
                     "{transition:?} from {from:?}"
                 );
             }

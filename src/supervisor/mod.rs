@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 
+/// The unit's status text while every service runs; a failure replaces it with the
+/// reason at once, before the others are stopped.
+pub const RUNNING: &str = "running";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SupervisorError {
     #[error("handling SIGTERM: {0}")]
@@ -156,7 +160,7 @@ async fn run(
     }
     let _ = sd_notify::notify(&[
         sd_notify::NotifyState::Ready,
-        sd_notify::NotifyState::Status("running"),
+        sd_notify::NotifyState::Status(RUNNING),
     ]);
     tracing::info!(app_id, "all services are up");
 
