@@ -35,6 +35,7 @@ pub struct FakeHost {
     pub world: Mutex<World>,
     pub containerd_down: AtomicBool,
     pub pulls_fail: AtomicBool,
+    pub creates_fail: AtomicBool,
     rng: Mutex<StdRng>,
 }
 
@@ -44,6 +45,7 @@ impl FakeHost {
             world: Mutex::default(),
             containerd_down: AtomicBool::new(false),
             pulls_fail: AtomicBool::new(false),
+            creates_fail: AtomicBool::new(false),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
         })
     }
@@ -152,6 +154,12 @@ impl ContainerRuntime for FakeHost {
     ) -> Result<(), ContainerdError> {
         self.call(format!("create {}", container.id)).await;
         self.containerd()?;
+        if self.creates_fail.load(Ordering::SeqCst) {
+            return Err(ContainerdError::Call {
+                call: "Containers.Create",
+                status: tonic::Status::resource_exhausted("no space left on device"),
+            });
+        }
         self.world()
             .containers
             .insert(container.id.clone(), app_id.to_string());

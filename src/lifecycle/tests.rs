@@ -441,5 +441,34 @@ async fn an_upgrade_succeeds_or_rolls_back_on_the_install_phases() {
     bench
         .until("the rollback point to go", |_| !point.exists())
         .await;
+
+    // When the old version cannot be made again either, its data stays in the
+    // rollback point's backup, which the failed app names.
+    bench.host.pulls_fail.store(false, Ordering::SeqCst);
+    bench.host.creates_fail.store(true, Ordering::SeqCst);
+    let backups = || {
+        std::fs::read_dir(bench.config.backup_dir())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("zst".as_ref()))
+            .count()
+    };
+    let kept_before = backups();
+    // The rollback's operation ends just after its rollback point goes.
+    while upgrade("1").await == Err(Code::Busy) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bench
+        .until("the failed rollback", |b| {
+            b.record("up").is_some_and(|r| r.phase == Phase::Failed)
+        })
+        .await;
+    let last = bench.record("up").unwrap().last_operation.unwrap();
+    assert_eq!(last.result, OperationResult::Failed);
+    let detail = last.reason.unwrap().detail;
+    assert!(
+        detail.contains("no space left") && detail.contains("in the backup up-"),
+        "{detail}"
+    );
+    assert_eq!(backups(), kept_before + 1, "the rollback point is kept");
     queue.abort();
 }

@@ -367,24 +367,43 @@ impl Lifecycle {
         let new = self.references_of(app, &point.to_version);
         self.release_holds(app_id, old.intersection(&new), true)
             .await;
-        if phase != Some(Phase::Pulling)
-            && let Err(err) = self.restore_old_version(app, point).await
-        {
-            // Still recorded as rolled back: the old version's files and images are in
-            // place, and a start (or the next upgrade) may succeed.
-            tracing::error!(app_id, %err, "restoring the old version");
-        }
+        // In `pulling` nothing of the old version was touched.
+        let restored = match phase {
+            Some(Phase::Pulling) => Ok(()),
+            _ => self.restore_old_version(app, point).await,
+        };
         self.remove_images(app_id, new.difference(&old)).await;
-        if let Err(err) = self
-            .transition(app, Transition::RollBack, Some(reason))
-            .await
-        {
-            tracing::error!(app_id, %err, "recording the rollback");
-        }
         let folder = AppFolder::new(&self.config.state_dir, app_id);
-        if let Some(name) = &point.backup {
-            // The data is live again; the rollback point is no backup a user asked for.
-            let _ = backup::delete(&self.config.backup_dir().join(name));
+        let recorded = match restored {
+            Ok(()) => {
+                // The data is live again; the rollback point is no backup a user asked for.
+                if let Some(name) = &point.backup {
+                    let _ = backup::delete(&self.config.backup_dir().join(name));
+                }
+                self.transition(app, Transition::RollBack, Some(reason))
+                    .await
+            }
+            // The rollback point may hold the only good copy of the data: it stays, and
+            // the app is failed, naming it, rather than "rolled back" to what is not there.
+            Err(err) => {
+                tracing::error!(app_id, %err, "restoring the old version");
+                let kept = point.backup.as_deref().map_or(String::new(), |name| {
+                    format!("; the data before the upgrade is in the backup {name}")
+                });
+                let err = redact(&err.to_string(), std::slice::from_ref(&app.password));
+                let detail = format!(
+                    "{}; restoring {} failed: {err}{kept}",
+                    reason.detail, point.from_version
+                );
+                let reason = StatusReason {
+                    code: reason.code,
+                    detail,
+                };
+                self.transition(app, Transition::Fail, Some(reason)).await
+            }
+        };
+        if let Err(err) = recorded {
+            tracing::error!(app_id, %err, "recording the rollback");
         }
         let _ = std::fs::remove_file(point_file(&folder));
     }
