@@ -100,7 +100,12 @@ fn supervise(config_path: &Path, app_id: &str) -> Result<(), String> {
         return Err(format!("{app_id:?} is not an app id"));
     }
     let config = load_config(config_path)?;
-    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("starting tokio: {e}"))?;
+    // One thread: a supervisor waits on a few streams. Worker threads (one per core)
+    // would cost every app their stacks and malloc arenas, and their start.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting tokio: {e}"))?;
     runtime.block_on(appunit::supervisor::supervise(&config, app_id))
 }
 

@@ -3,9 +3,10 @@
 
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use zbus_systemd::systemd1::{ManagerProxy, ServiceProxy, SliceProxy, UnitProxy};
 
 #[derive(Debug, thiserror::Error)]
@@ -121,9 +122,36 @@ pub struct Systemd {
     /// Unit proxies cache their properties and update them from PropertiesChanged, so a
     /// state read after the first is free of bus round trips and never stale.
     units: Mutex<HashMap<String, Proxies>>,
-    /// Boot links changed on disk and systemd has not reloaded since: the next job's
-    /// end reloads (see `reload_after_job`).
-    links_changed: AtomicBool,
+    /// Boot links changed on disk and systemd has not reloaded since; a reload follows
+    /// once jobs stop coming (see `reload_after_job`).
+    links: Arc<LinkReload>,
+}
+
+/// A reload after (en|dis)abling holds systemd's one thread for 100–200 ms, more with
+/// many units, and a job queued behind it waits: AppStart right after AppStop took
+/// 170 ms longer. So the reload waits until no job came for `RELOAD_QUIET`, and a burst
+/// of installs or starts gets one reload, not one each.
+#[derive(Default)]
+struct LinkReload {
+    changed: AtomicBool,
+    scheduled: AtomicBool,
+    last_job: Mutex<Option<Instant>>,
+}
+
+const RELOAD_QUIET: Duration = Duration::from_secs(2);
+
+impl LinkReload {
+    fn job_began(&self) {
+        *self.last_job.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+    }
+
+    /// How long until `RELOAD_QUIET` has passed since the last job; zero once it has.
+    fn quiet_in(&self) -> Duration {
+        let last = *self.last_job.lock().unwrap_or_else(|p| p.into_inner());
+        last.map_or(Duration::ZERO, |last| {
+            RELOAD_QUIET.saturating_sub(last.elapsed())
+        })
+    }
 }
 
 impl Systemd {
@@ -145,7 +173,7 @@ impl Systemd {
             connection,
             unit_dir,
             units: Mutex::default(),
-            links_changed: AtomicBool::new(false),
+            links: Arc::default(),
         })
     }
 
@@ -240,28 +268,68 @@ impl Systemd {
         self.run_job(unit, Job::Restart).await
     }
 
-    /// The unit starts at boot (`WantedBy=` of its [Install] section). The links are on
-    /// disk, which boot reads; systemd's memory has them after the next job.
+    /// The unit starts at boot: a link in `<target>.wants/` for each `WantedBy=` of its
+    /// [Install] section, as `systemctl enable` makes it. Made here, not by systemd's
+    /// EnableUnitFiles: that call re-reads every unit file and took 140–270 ms of
+    /// systemd's one thread on each AppStart. Boot reads the links from disk; systemd's
+    /// memory has them after the next job (`reload_after_job`).
     pub async fn enable(&self, unit: &str) -> Result<()> {
-        retried(|| {
-            self.manager
-                .enable_unit_files(vec![unit.to_string()], false, true)
-        })
-        .await
-        .map_err(call_error("EnableUnitFiles", unit))?;
-        self.links_changed.store(true, Ordering::Relaxed);
+        let path = self.unit_dir.join(unit);
+        let text = std::fs::read_to_string(&path).map_err(|e| SystemdError::UnitFile {
+            path,
+            cause: e.to_string(),
+        })?;
+        for target in wanted_by(&text) {
+            let wants = self.unit_dir.join(format!("{target}.wants"));
+            let link = wants.join(unit);
+            // Relative, as systemctl writes it: right wherever the folder is mounted.
+            let linked = std::fs::create_dir_all(&wants)
+                .and_then(|()| std::os::unix::fs::symlink(Path::new("..").join(unit), &link));
+            match linked {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(SystemdError::UnitFile {
+                        path: link,
+                        cause: e.to_string(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        self.links.changed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
-    /// The unit no longer starts at boot; as with `enable`, a reload follows the next job.
+    /// The unit no longer starts at boot: every `.wants/` or `.requires/` link named
+    /// after it goes, as with `systemctl disable`; a reload follows the next job.
     pub async fn disable(&self, unit: &str) -> Result<()> {
-        retried(|| {
-            self.manager
-                .disable_unit_files(vec![unit.to_string()], false)
-        })
-        .await
-        .map_err(call_error("DisableUnitFiles", unit))?;
-        self.links_changed.store(true, Ordering::Relaxed);
+        let folders = match std::fs::read_dir(&self.unit_dir) {
+            Ok(folders) => folders,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(SystemdError::UnitFile {
+                    path: self.unit_dir.clone(),
+                    cause: e.to_string(),
+                });
+            }
+        };
+        for folder in folders.flatten() {
+            let name = folder.file_name();
+            let name = name.to_string_lossy();
+            if !(name.ends_with(".wants") || name.ends_with(".requires")) {
+                continue;
+            }
+            let link = folder.path().join(unit);
+            match std::fs::remove_file(&link) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(SystemdError::UnitFile {
+                        path: link,
+                        cause: e.to_string(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        self.links.changed.store(true, Ordering::Relaxed);
         Ok(())
     }
 
@@ -373,7 +441,7 @@ impl Systemd {
     }
 
     async fn reload(&self, unit: &str) -> Result<()> {
-        self.links_changed.store(false, Ordering::Relaxed);
+        self.links.changed.store(false, Ordering::Relaxed);
         retried(|| self.manager.reload())
             .await
             .map_err(call_error("Reload", unit))
@@ -382,6 +450,7 @@ impl Systemd {
     /// Queues a job and waits until systemd reports it done; any other result
     /// ("failed", "timeout", "dependency", …) is an error naming it.
     async fn run_job(&self, unit: &str, job: Job) -> Result<()> {
+        self.links.job_began();
         // Listen before queueing, or a fast job could end before we look.
         let mut removed = self
             .manager
@@ -425,34 +494,69 @@ impl Systemd {
     }
 
     /// Brings (en|dis)abled boot links into systemd's memory, as `systemctl enable`
-    /// does, without waiting: a reload takes 100 ms or more, nothing at hand depends on
-    /// it, and before the job it would delay the job.
+    /// does, in the background once jobs stop coming: nothing at hand depends on it
+    /// (boot reads the links from disk), and a reload delays every job behind it.
     fn reload_after_job(&self) {
-        if !self.links_changed.swap(false, Ordering::Relaxed) {
+        if !self.links.changed.load(Ordering::Relaxed)
+            || self.links.scheduled.swap(true, Ordering::Relaxed)
+        {
             return;
         }
-        let manager = self.manager.clone();
+        let (manager, links) = (self.manager.clone(), self.links.clone());
         tokio::spawn(async move {
-            if let Err(error) = manager.reload().await {
+            loop {
+                let wait = links.quiet_in();
+                if wait.is_zero() {
+                    break;
+                }
+                tokio::time::sleep(wait).await;
+            }
+            links.scheduled.store(false, Ordering::Relaxed);
+            // An install's reload may have brought them in meanwhile.
+            if links.changed.swap(false, Ordering::Relaxed)
+                && let Err(error) = retried(|| manager.reload()).await
+            {
                 tracing::warn!(%error, "reloading systemd after (en|dis)abling units");
             }
         });
     }
 
     /// Waits (briefly) until the cached ActiveState leaves a transition. systemd sends
-    /// JobRemoved and the unit's PropertiesChanged in one order, but the cache takes the
-    /// latter on its own task: a status read right after a job could still see
-    /// "deactivating" otherwise.
+    /// JobRemoved before the unit's PropertiesChanged, and the cache takes the latter on
+    /// its own task: a status read right after a job could still see "deactivating"
+    /// otherwise. It waits for that signal, not a poll interval (the answer's latency).
     async fn settle(&self, unit: &str) {
-        for _ in 0..100 {
-            match self.state(unit).await {
-                Ok(UnitState::Activating | UnitState::Deactivating | UnitState::Reloading) => {
-                    tokio::time::sleep(std::time::Duration::from_millis(10)).await
+        let Ok(proxy) = self.unit(unit).await else {
+            return;
+        };
+        // The stream yields the cached value first, then each change.
+        let mut changes = proxy.receive_active_state_changed().await;
+        let settled = async {
+            while let Some(change) = changes.next().await {
+                match change.get().await.map(|state| UnitState::parse(&state)) {
+                    Ok(UnitState::Activating | UnitState::Deactivating | UnitState::Reloading) => {}
+                    _ => return,
                 }
-                _ => return,
             }
+        };
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), settled).await;
+    }
+}
+
+/// The units named by `WantedBy=` in a unit file's [Install] section.
+fn wanted_by(unit_file: &str) -> Vec<String> {
+    let mut section = "";
+    let mut targets = Vec::new();
+    for line in unit_file.lines().map(str::trim) {
+        if line.starts_with('[') {
+            section = line;
+        } else if section == "[Install]"
+            && let Some(names) = line.strip_prefix("WantedBy=")
+        {
+            targets.extend(names.split_whitespace().map(str::to_string));
         }
     }
+    targets
 }
 
 /// systemd drops the calls in flight when it re-executes (`daemon-reexec`) and answers
@@ -492,6 +596,14 @@ fn call_error(call: &'static str, unit: &str) -> impl Fn(zbus::Error) -> Systemd
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wanted_by_reads_the_install_section_only() {
+        let unit = "[Unit]\nWantedBy=not-here.target\n[Service]\nExecStart=/bin/true\n\
+                    [Install]\nWantedBy=a.target b.target\nWantedBy=c.target\n";
+        assert_eq!(wanted_by(unit), ["a.target", "b.target", "c.target"]);
+        assert!(wanted_by("[Service]\nExecStart=/bin/true\n").is_empty());
+    }
 
     #[test]
     fn unit_names_come_back_from_object_paths() {

@@ -25,7 +25,7 @@ use crate::runtime::containerd::{Containerd, ContainerdError};
 use crate::runtime::net::NetError;
 use health::{Health, HealthChecker};
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
@@ -52,6 +52,8 @@ pub enum SupervisorError {
     Containerd(#[from] ContainerdError),
     #[error(transparent)]
     Network(#[from] NetError),
+    #[error("checking the network namespace: {0}")]
+    NetworkCheck(#[source] tokio::task::JoinError),
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -199,9 +201,15 @@ impl Supervisor {
         })?;
         let plan: AppPlan = serde_json::from_slice(&bytes)
             .map_err(|source| SupervisorError::ParsePlan { path, source })?;
+        // The network namespace check runs `ip` (and at a first start the CNI plugins):
+        // it overlaps the connection to containerd instead of adding to the start.
+        let network = config.network();
+        let (id, ports) = (app_id.to_string(), plan.ports.clone());
+        let ensured = tokio::task::spawn_blocking(move || network.ensure(&id, &ports));
         let containerd =
-            Containerd::connect(&config.containerd_socket, &config.containerd_namespace).await?;
-        config.network().ensure(app_id, &plan.ports)?;
+            Containerd::connect(&config.containerd_socket, &config.containerd_namespace).await;
+        ensured.await.map_err(SupervisorError::NetworkCheck)??;
+        let containerd = containerd?;
         let io_dir = config.app_run_dir(app_id);
         std::fs::create_dir_all(&io_dir).map_err(|source| SupervisorError::Io {
             path: io_dir.clone(),
@@ -403,21 +411,38 @@ impl Supervisor {
                 output::relay(&service.name, &out, &err)?;
                 task.pid
             }
-            _ => {
+            // A task that ended stays until deleted, and refuses the create.
+            Some(_) => {
                 self.containerd.delete_task(id).await.map_err(fail)?;
-                for fifo in [&out, &err] {
-                    output::make_fifo(fifo, true)?;
-                }
-                output::relay(&service.name, &out, &err)?;
-                let pid = tasks::create(&self.containerd, id, &out, &err)
-                    .await
-                    .map_err(fail)?;
-                self.containerd.start_task(id).await.map_err(fail)?;
-                pid
+                self.create_started(service, &out, &err).await?
             }
+            None => self.create_started(service, &out, &err).await?,
         };
         self.watch(service, pid);
         Ok(())
+    }
+
+    /// A new task for the service, its output relayed, started: its PID.
+    async fn create_started(
+        &self,
+        service: &ServicePlan,
+        out: &Path,
+        err: &Path,
+    ) -> Result<u32, SupervisorError> {
+        let id = &service.container_id;
+        let fail = |source| SupervisorError::Start {
+            service: service.name.clone(),
+            source,
+        };
+        for fifo in [out, err] {
+            output::make_fifo(fifo, true)?;
+        }
+        output::relay(&service.name, out, err)?;
+        let pid = tasks::create(&self.containerd, id, out, err)
+            .await
+            .map_err(fail)?;
+        self.containerd.start_task(id).await.map_err(fail)?;
+        Ok(pid)
     }
 
     /// Follows a started service: its exit, and its health while it has none yet.
