@@ -6,6 +6,7 @@
 use super::{Actions, AppDetailInfo};
 use crate::images::progress::ProgressInfo;
 use crate::messages::Language;
+use crate::store::{AppRecord, Phase};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
@@ -50,17 +51,19 @@ pub fn stream(actions: Arc<Actions>, language: Language) -> BoxStream<'static, B
         let mut keep_alive = tokio::time::interval(KEEP_ALIVE_EVERY);
         keep_alive.reset();
         loop {
-            let changed: Vec<String> = tokio::select! {
+            let changed: Vec<(String, Option<AppRecord>)> = tokio::select! {
                 change = changes.recv() => match change {
-                    Ok(app_id) => vec![app_id],
+                    Ok(change) => vec![(change.app_id, change.record)],
                     // Fell behind: whatever changed meanwhile is found by looking at all.
-                    Err(broadcast::error::RecvError::Lagged(_)) => seen.keys().cloned().collect(),
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        seen.keys().map(|app_id| (app_id.clone(), None)).collect()
+                    }
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = progress_tick.tick() => seen
                     .iter()
                     .filter(|(_, s)| s.progress.is_some())
-                    .map(|(app_id, _)| app_id.clone())
+                    .map(|(app_id, _)| (app_id.clone(), None))
                     .collect(),
                 _ = keep_alive.tick() => {
                     if frames.send(Bytes::from_static(KEEP_ALIVE)).await.is_err() {
@@ -69,16 +72,25 @@ pub fn stream(actions: Arc<Actions>, language: Language) -> BoxStream<'static, B
                     continue;
                 }
             };
-            for app_id in changed {
-                let settle = if seen.contains_key(&app_id) {
-                    SETTLE_TRIES
-                } else {
-                    1
+            for (app_id, record) in changed {
+                let detail = match record {
+                    // The phase at the change is the event, even if it is gone already.
+                    Some(record) if record.phase != Phase::Installed => {
+                        Some(actions.detail(record, language).await)
+                            .filter(|detail| seen.get(&app_id) != Some(&Seen::of(detail)))
+                    }
+                    _ => {
+                        let settle = if seen.contains_key(&app_id) {
+                            SETTLE_TRIES
+                        } else {
+                            1
+                        };
+                        actions
+                            .changed_detail(&app_id, &seen, settle, language)
+                            .await
+                    }
                 };
-                if let Some(detail) = actions
-                    .changed_detail(&app_id, &seen, settle, language)
-                    .await
-                {
+                if let Some(detail) = detail {
                     seen.insert(app_id, Seen::of(&detail));
                     if frames.send(frame(&detail)).await.is_err() {
                         return;

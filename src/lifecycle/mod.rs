@@ -80,6 +80,13 @@ impl Status {
     }
 }
 
+/// An app that may have changed, with its record as it was then (None: removed).
+#[derive(Debug, Clone)]
+pub struct AppChange {
+    pub app_id: String,
+    pub record: Option<AppRecord>,
+}
+
 /// What AppStart, AppStop and AppRestart ask of an installed app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -146,8 +153,8 @@ pub struct Lifecycle {
     backends: Backends,
     registry: Registry,
     wake: Notify,
-    /// The id of every app whose status may have changed, as it happens: GET /Events.
-    changes: broadcast::Sender<String>,
+    /// Every app whose status may have changed, as it happens: GET /Events.
+    changes: broadcast::Sender<AppChange>,
 }
 
 impl Lifecycle {
@@ -170,15 +177,27 @@ impl Lifecycle {
         }
     }
 
-    /// The ids of apps whose status may have changed from now on. A receiver that
-    /// lags behind is told so (and should look at every app again).
-    pub fn changes(&self) -> broadcast::Receiver<String> {
+    /// The apps whose status may have changed from now on. A receiver that lags behind
+    /// is told so (and should look at every app again).
+    pub fn changes(&self) -> broadcast::Receiver<AppChange> {
         self.changes.subscribe()
     }
 
+    /// The record is read here, at the change: read later, a phase that lasted less
+    /// than the reader's delay (queuing, at times) would never be seen.
     fn changed(&self, app_id: &str) {
+        let record = match self.store.get(app_id) {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(app_id, %err, "reading the changed app");
+                return;
+            }
+        };
         // No receiver is no one to tell.
-        let _ = self.changes.send(app_id.to_string());
+        let _ = self.changes.send(AppChange {
+            app_id: app_id.to_string(),
+            record,
+        });
     }
 
     /// Relays systemd's reports of app units changing state, for the daemon's lifetime:
