@@ -5,6 +5,7 @@
 
 use super::image_files;
 use crate::app::plan::{ContainerToCreate, VolumeSeed};
+use crate::app::slice_name;
 use crate::config::{Config, RegistryConfig};
 use crate::images::progress::Progress;
 use crate::images::{PullError, PulledImage, Puller};
@@ -85,6 +86,11 @@ pub trait UnitManager: Send + Sync {
     async fn slice_usage(&self, slice: &str) -> Result<Usage, SystemdError>;
     /// The names of units as systemd reports their state changing.
     async fn unit_changes(&self) -> Result<BoxStream<'static, String>, SystemdError>;
+    /// Whether an app unit's cgroup has processes, as the kernel says now; None when
+    /// it cannot tell.
+    fn populated(&self, _unit: &str) -> Option<bool> {
+        None
+    }
 }
 
 /// Blocking (it runs `ip` and the CNI plugins): called from `spawn_blocking`.
@@ -308,6 +314,18 @@ impl UnitManager for SystemdBackend {
 
     async fn unit_changes(&self) -> Result<BoxStream<'static, String>, SystemdError> {
         Ok(self.systemd().await?.unit_changes().await?.boxed())
+    }
+
+    /// `appunit-<id>.service` runs in `appunit-<id>.slice`, which systemd nests in
+    /// `appunit.slice`. No slice's cgroup: not systemd's cgroup tree as expected here.
+    fn populated(&self, unit: &str) -> Option<bool> {
+        let app_id = unit.strip_prefix("appunit-")?.strip_suffix(".service")?;
+        let slice = Path::new("/sys/fs/cgroup/appunit.slice").join(slice_name(app_id));
+        match std::fs::read_to_string(slice.join(unit).join("cgroup.events")) {
+            Ok(events) => Some(events.lines().any(|line| line == "populated 1")),
+            Err(_) if slice.is_dir() => Some(false),
+            Err(_) => None,
+        }
     }
 }
 

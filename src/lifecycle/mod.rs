@@ -19,14 +19,15 @@ mod tests;
 pub use backends::{AppNetwork, Backends, ContainerRuntime, ImageSource, UnitManager};
 pub use registry::Operation;
 
-use crate::app::{AppFolder, Credentials, slice_name, unit_name};
+use crate::app::{AppFolder, Credentials, unit_name};
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::error::{AppError, Code};
+use crate::error::AppError;
 use crate::images::PullError;
 use crate::images::progress::ProgressInfo;
 use crate::runtime::containerd::ContainerdError;
-use crate::runtime::systemd::{SystemdError, UnitState, Usage};
+use crate::runtime::systemd::SystemdError;
+use crate::state::Model;
 use crate::store::{
     AppRecord, Phase, StatusReason, Store, StoreError, Transition, UninstallRequest,
 };
@@ -34,7 +35,7 @@ use futures_util::StreamExt;
 use registry::{Busy, Registry};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio::sync::{Notify, Semaphore};
 use unit_file::unit_file;
 
 /// An app's state as the SPEC names it.
@@ -80,13 +81,6 @@ impl Status {
     }
 }
 
-/// An app that may have changed, with its record as it was then (None: removed).
-#[derive(Debug, Clone)]
-pub struct AppChange {
-    pub app_id: String,
-    pub record: Option<AppRecord>,
-}
-
 /// What AppStart, AppStop and AppRestart ask of an installed app.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -96,6 +90,7 @@ pub enum Change {
 }
 
 /// What AppStatus shows of an app's state.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Truth {
     pub status: Status,
     pub reason: Option<StatusReason>,
@@ -103,7 +98,7 @@ pub struct Truth {
 }
 
 impl Truth {
-    fn plain(status: Status) -> Truth {
+    pub fn plain(status: Status) -> Truth {
         Truth {
             status,
             reason: None,
@@ -153,8 +148,8 @@ pub struct Lifecycle {
     backends: Backends,
     registry: Registry,
     wake: Notify,
-    /// Every app whose status may have changed, as it happens: GET /Events.
-    changes: broadcast::Sender<AppChange>,
+    /// Every app's status, told of each change as it happens.
+    model: Arc<Model>,
 }
 
 impl Lifecycle {
@@ -165,6 +160,11 @@ impl Lifecycle {
         config_path: PathBuf,
         backends: Backends,
     ) -> Lifecycle {
+        let records = store.list(None).unwrap_or_else(|err| {
+            tracing::error!(%err, "reading the apps");
+            Vec::new()
+        });
+        let model = Arc::new(Model::new(backends.units.clone(), records));
         Lifecycle {
             store,
             catalog,
@@ -173,18 +173,18 @@ impl Lifecycle {
             backends,
             registry: Registry::default(),
             wake: Notify::new(),
-            changes: broadcast::channel(CHANGES_QUEUED).0,
+            model,
         }
     }
 
-    /// The apps whose status may have changed from now on. A receiver that lags behind
-    /// is told so (and should look at every app again).
-    pub fn changes(&self) -> broadcast::Receiver<AppChange> {
-        self.changes.subscribe()
+    /// Every app's status, as AppList, AppStatus and /Events show it.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
     }
 
-    /// The record is read here, at the change: read later, a phase that lasted less
-    /// than the reader's delay (queuing, at times) would never be seen.
+    /// Tells the model the app's record changed. The record is read here, at the
+    /// change: read later, a phase that lasted less than the reader's delay (queuing,
+    /// at times) would never be seen.
     fn changed(&self, app_id: &str) {
         let record = match self.store.get(app_id) {
             Ok(record) => record,
@@ -193,22 +193,25 @@ impl Lifecycle {
                 return;
             }
         };
-        // No receiver is no one to tell.
-        let _ = self.changes.send(AppChange {
-            app_id: app_id.to_string(),
-            record,
-        });
+        // Not the registry's progress: this runs under its lock at times (an install's
+        // start). The progress comes with the next look at it.
+        if self.model.set_record(app_id, record) {
+            tokio::spawn(self.model.clone().read_unit(app_id.to_string(), false));
+        }
     }
 
-    /// Relays systemd's reports of app units changing state, for the daemon's lifetime:
-    /// a unit stopped by hand is a change like any other.
+    /// Relays systemd's reports of app units changing state to the model, for the
+    /// daemon's lifetime: a unit stopped by hand is a change like any other. Pulls'
+    /// progress goes to it too, four times a second as SPEC allows no more.
     pub async fn watch_units(self: Arc<Self>) {
+        tokio::spawn(self.clone().track_progress());
         loop {
             match self.backends.units.unit_changes().await {
                 Ok(mut units) => {
                     while let Some(unit) = units.next().await {
                         if let Some(app_id) = app_of_unit(&unit) {
-                            self.changed(app_id);
+                            let read = self.model.clone().read_unit(app_id.to_string(), true);
+                            tokio::spawn(read);
                         }
                     }
                     tracing::warn!("systemd's signals ended; subscribing again");
@@ -216,6 +219,17 @@ impl Lifecycle {
                 Err(err) => tracing::debug!(%err, "subscribing to systemd's signals"),
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn track_progress(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        loop {
+            tick.tick().await;
+            for app_id in self.model.pulling() {
+                let progress = self.registry.progress(&app_id).map(|p| p.info());
+                self.model.set_progress(&app_id, progress);
+            }
         }
     }
 
@@ -296,64 +310,6 @@ impl Lifecycle {
         });
     }
 
-    /// What a running app uses now; None when systemd cannot say.
-    pub async fn usage(&self, app_id: &str) -> Option<Usage> {
-        match self.backends.units.slice_usage(&slice_name(app_id)).await {
-            Ok(usage) => Some(usage),
-            Err(err) => {
-                tracing::debug!(app_id, %err, "reading the slice's usage");
-                None
-            }
-        }
-    }
-
-    /// AppStatus's truth: the pipeline's phase while installing, the unit afterwards.
-    pub async fn truth(&self, record: &AppRecord) -> Truth {
-        match record.phase {
-            Phase::Queuing => Truth::plain(Status::Queuing),
-            Phase::Pulling => Truth {
-                progress: self.registry.progress(&record.app_id).map(|p| p.info()),
-                ..Truth::plain(Status::Pulling)
-            },
-            Phase::Creating => Truth::plain(Status::Creating),
-            Phase::Initing => Truth::plain(Status::Initing),
-            Phase::Uninstalling => Truth::plain(Status::Uninstalling),
-            Phase::Failed => Truth {
-                reason: record.reason.clone(),
-                ..Truth::plain(Status::Error)
-            },
-            Phase::Installed => self.unit_truth(&record.app_id).await,
-        }
-    }
-
-    async fn unit_truth(&self, app_id: &str) -> Truth {
-        let failed = |detail: String| Truth {
-            status: Status::Error,
-            reason: Some(StatusReason {
-                code: Code::ContainerError,
-                detail,
-            }),
-            progress: None,
-        };
-        let unit = unit_name(app_id);
-        let status = match self.backends.units.status(&unit).await {
-            Ok(status) => status,
-            Err(err) => return failed(err.to_string()),
-        };
-        match status.state {
-            _ if status.auto_restart => failed(status.status_text),
-            UnitState::Failed => failed(if status.status_text.is_empty() {
-                format!("{unit} failed")
-            } else {
-                status.status_text
-            }),
-            UnitState::Activating => Truth::plain(Status::Initing),
-            UnitState::Active | UnitState::Reloading => Truth::plain(Status::Running),
-            UnitState::Deactivating => Truth::plain(Status::Stopping),
-            UnitState::Inactive => Truth::plain(Status::Stopped),
-        }
-    }
-
     /// AppStart, AppStop or AppRestart, once the unit reached its state. AppStop is
     /// sticky: the unit is disabled, so it stays down at boot too, until AppStart.
     pub async fn change(&self, app_id: &str, change: Change) -> Result<(), AppError> {
@@ -368,8 +324,12 @@ impl Lifecycle {
             Change::Stop => units.stop(&unit).await,
             Change::Restart => units.restart(&unit).await,
         };
-        // systemd reports the unit's states as they come; the end is told here too.
-        self.changed(app_id);
+        // systemd reports the unit's states as they come; the end is read here, so
+        // that the answer's next request sees it.
+        self.model
+            .clone()
+            .read_unit(app_id.to_string(), false)
+            .await;
         done.map_err(container_error)
     }
 
@@ -606,8 +566,8 @@ impl Lifecycle {
     }
 }
 
-/// How many changes a slow /Events client may fall behind before it is told it lagged.
-const CHANGES_QUEUED: usize = 1024;
+/// How often a pull's progress is looked at: SPEC's most.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// `blog` of `appunit-blog.service`.
 fn app_of_unit(unit: &str) -> Option<&str> {
