@@ -176,6 +176,18 @@ async fn events_and_followed_logs_come_as_they_happen() {
 async fn a_unit_stopped_by_hand_is_stopped_in_the_next_answer() {
     let host = Host::boot();
     install(&host, "duo", "shop").await;
+    // Where the daemon looks for the unit's processes (its cgroup, in the unified
+    // hierarchy, which the sandbox mounts beside v1) is where they are.
+    let cgroup = "appunit.slice/appunit-shop.slice/appunit-shop.service/cgroup.events";
+    let events = host.sandbox.run(
+        "sh",
+        &[
+            "-c",
+            &format!("cat /sys/fs/cgroup/unified/{cgroup} || cat /sys/fs/cgroup/{cgroup}"),
+        ],
+    );
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.lines().any(|l| l == "populated 1"), "{events:?}");
     for round in 0..20 {
         let out = host
             .sandbox

@@ -18,7 +18,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[async_trait]
 pub trait ImageSource: Send + Sync {
@@ -317,10 +317,22 @@ impl UnitManager for SystemdBackend {
     }
 
     /// `appunit-<id>.service` runs in `appunit-<id>.slice`, which systemd nests in
-    /// `appunit.slice`. No slice's cgroup: not systemd's cgroup tree as expected here.
+    /// `appunit.slice`, in the unified (v2) hierarchy: /sys/fs/cgroup, or its `unified`
+    /// folder on a host that mounts v1 beside it. No slice's cgroup: not systemd's
+    /// cgroup tree as expected here.
     fn populated(&self, unit: &str) -> Option<bool> {
+        static UNIFIED: OnceLock<Option<PathBuf>> = OnceLock::new();
+        let unified = UNIFIED.get_or_init(|| {
+            ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+                .map(PathBuf::from)
+                .into_iter()
+                .find(|root| root.join("cgroup.procs").exists())
+        });
         let app_id = unit.strip_prefix("appunit-")?.strip_suffix(".service")?;
-        let slice = Path::new("/sys/fs/cgroup/appunit.slice").join(slice_name(app_id));
+        let slice = unified
+            .as_ref()?
+            .join("appunit.slice")
+            .join(slice_name(app_id));
         match std::fs::read_to_string(slice.join(unit).join("cgroup.events")) {
             Ok(events) => Some(events.lines().any(|line| line == "populated 1")),
             Err(_) if slice.is_dir() => Some(false),
