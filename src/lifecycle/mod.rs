@@ -205,6 +205,7 @@ impl Lifecycle {
     /// progress goes to it too, four times a second as SPEC allows no more.
     pub async fn watch_units(self: Arc<Self>) {
         tokio::spawn(self.clone().track_progress());
+        self.model.read_units();
         loop {
             match self.backends.units.unit_changes().await {
                 Ok(mut units) => {

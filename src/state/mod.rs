@@ -127,6 +127,19 @@ impl Model {
         checked
     }
 
+    /// Reads the unit of every installed app not read yet (at start-up), off any request.
+    pub fn read_units(self: &Arc<Self>) {
+        let unread: Vec<String> = self
+            .read()
+            .values()
+            .filter(|app| app.truth.is_none())
+            .map(|app| app.record.app_id.clone())
+            .collect();
+        for app_id in unread {
+            tokio::spawn(self.clone().read_unit(app_id, false));
+        }
+    }
+
     /// The ids of apps whose images are pulling.
     pub fn pulling(&self) -> Vec<String> {
         self.read()
