@@ -13,5 +13,6 @@ pub mod images;
 pub mod lifecycle;
 pub mod messages;
 pub mod runtime;
+pub mod state;
 pub mod store;
 pub mod supervisor;

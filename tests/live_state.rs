@@ -169,3 +169,53 @@ async fn events_and_followed_logs_come_as_they_happen() {
         }
     }
 }
+
+/// The truth rule: a unit stopped by hand is `stopped` (40) in the very next AppStatus and
+/// AppList, never a stale `running`, however fast the request follows the command.
+#[tokio::test]
+async fn a_unit_stopped_by_hand_is_stopped_in_the_next_answer() {
+    let host = Host::boot();
+    install(&host, "duo", "shop").await;
+    // Where the daemon looks for the unit's processes (its cgroup, in the unified
+    // hierarchy, which the sandbox mounts beside v1) is where they are.
+    let cgroup = "appunit.slice/appunit-shop.slice/appunit-shop.service/cgroup.events";
+    let events = host.sandbox.run(
+        "sh",
+        &[
+            "-c",
+            &format!("cat /sys/fs/cgroup/unified/{cgroup} || cat /sys/fs/cgroup/{cgroup}"),
+        ],
+    );
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.lines().any(|l| l == "populated 1"), "{events:?}");
+    for round in 0..20 {
+        let out = host
+            .sandbox
+            .run("systemctl", &["stop", "appunit-shop.service"]);
+        assert!(out.status.success(), "{out:?}");
+        let status = host.status("shop").await;
+        assert_eq!(status["status_code"], "40", "round {round}: {status}");
+        let list = host.call("AppList", "customer_app_name=shop").await;
+        assert_eq!(
+            list.data()[0]["status_code"],
+            "40",
+            "round {round}: {list:?}"
+        );
+
+        // The unit allows 3 starts in 5 minutes; this test's are not the ones it guards.
+        let out = host
+            .sandbox
+            .run("systemctl", &["reset-failed", "appunit-shop.service"]);
+        assert!(out.status.success(), "{out:?}");
+        let out = host
+            .sandbox
+            .run("systemctl", &["start", "appunit-shop.service"]);
+        assert!(out.status.success(), "{out:?}");
+        // Started by hand, it shows running once systemd's signal is in.
+        let (status, _) = host
+            .watch("shop", Duration::from_secs(5), |s| s["status"] == "running")
+            .await;
+        assert_eq!(status["status"], "running", "round {round}: {status}");
+        assert!(status["usage"]["tasks"].as_u64().unwrap() > 0, "{status}");
+    }
+}

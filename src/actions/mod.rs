@@ -12,10 +12,11 @@ use crate::config::Config;
 use crate::error::{AppError, Code};
 use crate::host;
 use crate::images::progress::ProgressInfo;
-use crate::lifecycle::{Change, Lifecycle, Operation, Status};
+use crate::lifecycle::{Change, Lifecycle, Operation, Status, Truth};
 use crate::messages::{Language, message};
 use crate::runtime::journal::{self, LogEntry};
 use crate::runtime::systemd::Usage;
+use crate::state::AppState;
 use crate::store::{AppRecord, NewApp, Phase, Store, StoreError, UninstallRequest};
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -123,6 +124,10 @@ const MAX_LOG_LINES: u32 = 10_000;
 /// (AppLogs with `follow=true`) whose frames are ready to send.
 pub enum Answer {
     Reply(Reply),
+    /// AppStatus: `ResponseData` already JSON (kept rendered in the model).
+    Json(Bytes),
+    /// AppList: the apps' JSON, to be joined into an array.
+    JsonArray(Vec<Bytes>),
     Stream(BoxStream<'static, Bytes>),
 }
 
@@ -131,8 +136,6 @@ pub enum Answer {
 #[serde(untagged)]
 pub enum Reply {
     AppId { app_id: String },
-    Status(Box<AppDetailInfo>),
-    List(Vec<AppDetailInfo>),
     Logs(Vec<LogEntry>),
     Backup { app_id: String, backup: String },
     BackupName { backup: String },
@@ -244,10 +247,8 @@ impl Actions {
             Action::Start | Action::Stop | Action::Restart => {
                 self.change_state(action, params).await.map(app_id_data)
             }
-            Action::Status => Ok(Reply::Status(Box::new(
-                self.status(params, language).await?,
-            ))),
-            Action::List => Ok(Reply::List(self.list(params, language).await?)),
+            Action::Status => return self.status(params, language).await.map(Answer::Json),
+            Action::List => return self.list(params, language).await.map(Answer::JsonArray),
             Action::Logs => return self.logs(params).await,
             Action::Backup => {
                 let (app_id, backup) = self.backup(params).await?;
@@ -424,30 +425,28 @@ impl Actions {
         Ok(Answer::Reply(Reply::Logs(entries)))
     }
 
-    async fn status(&self, params: &Params, language: Language) -> Result<AppDetailInfo, AppError> {
+    async fn status(&self, params: &Params, language: Language) -> Result<Bytes, AppError> {
         let app_id = required_app_id(params)?;
-        Ok(self.detail(self.existing(app_id).await?, language).await)
+        let app = self.lifecycle.model().get(app_id).await;
+        let app = app.ok_or_else(|| AppError::AppIdNotExist(app_id.into()))?;
+        Ok(self.json(&app, language))
     }
 
-    async fn list(
-        &self,
-        params: &Params,
-        language: Language,
-    ) -> Result<Vec<AppDetailInfo>, AppError> {
+    async fn list(&self, params: &Params, language: Language) -> Result<Vec<Bytes>, AppError> {
         let only = params.text("customer_app_name")?;
         if only.is_some_and(|name| !is_valid_app_id(name)) {
             return Err(AppError::CustomerAppNameFormat);
         }
-        let mut details = Vec::new();
-        let only = only.map(str::to_string);
-        let records = self
-            .store
-            .blocking(move |store| store.list(only.as_deref()))
-            .await?;
-        for record in records {
-            details.push(self.detail(record, language).await);
-        }
-        Ok(details)
+        let apps = self.lifecycle.model().list(only).await;
+        Ok(apps.iter().map(|app| self.json(app, language)).collect())
+    }
+
+    /// The app's AppStatusInfo as JSON, rendered once per language until it changes.
+    fn json(&self, app: &AppState, language: Language) -> Bytes {
+        app.json(language, |app| {
+            // Serializing plain strings and numbers cannot fail.
+            Bytes::from(serde_json::to_vec(&self.detail(app, language)).unwrap_or_default())
+        })
     }
 
     async fn record(&self, app_id: &str) -> Result<Option<AppRecord>, AppError> {
@@ -461,10 +460,19 @@ impl Actions {
             .ok_or_else(|| AppError::AppIdNotExist(app_id.into()))
     }
 
-    async fn detail(&self, record: AppRecord, language: Language) -> AppDetailInfo {
+    fn detail(&self, state: &AppState, language: Language) -> AppDetailInfo {
+        let record = &state.record;
         // The catalog may have dropped an app since it was installed: the app still shows.
         let app: Option<&CatalogApp> = self.catalog.get(&record.app_name);
-        let truth = self.lifecycle.truth(&record).await;
+        // The model reads an installed app's unit before it serves it.
+        let mut truth = state
+            .truth
+            .clone()
+            .unwrap_or_else(|| Truth::plain(Status::Initing));
+        // A rolled-back upgrade's cause shows until the next operation.
+        if record.phase == Phase::Installed && truth.reason.is_none() {
+            truth.reason = record.reason.clone();
+        }
         let running_info = (truth.status == Status::Running).then(|| {
             let url = format!("http://{}:{}", self.public_host, record.http_port);
             RunningInfo {
@@ -478,10 +486,7 @@ impl Actions {
                 set_domain: String::new(),
             }
         });
-        let usage = match truth.status {
-            Status::Running => self.lifecycle.usage(&record.app_id).await,
-            _ => None,
-        };
+        let usage = state.usage.filter(|_| truth.status == Status::Running);
         let operation = record.operation.as_ref().map(|o| OperationJson {
             kind: o.kind.as_str(),
             from_version: o.from_version.clone(),
@@ -522,9 +527,9 @@ impl Actions {
             image_url: app.map(CatalogApp::image_url).unwrap_or_default(),
             running_info,
             customer_name: record.app_id.clone(),
-            app_id: record.app_id,
-            name: record.app_name,
-            app_version: record.app_version,
+            app_id: record.app_id.clone(),
+            name: record.app_name.clone(),
+            app_version: record.app_version.clone(),
         }
     }
 }

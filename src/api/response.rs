@@ -35,6 +35,36 @@ pub fn success(data: &Reply) -> Response<Full<Bytes>> {
     )
 }
 
+/// A success whose `ResponseData` is JSON already.
+pub fn success_json(value: &[u8]) -> Response<Full<Bytes>> {
+    let mut body = envelope_head(value.len());
+    body.extend_from_slice(value);
+    body.push(b'}');
+    bytes_response(200, "application/json", body.into())
+}
+
+/// A success whose `ResponseData` is an array of `items`, each JSON already.
+pub fn success_array(items: &[Bytes]) -> Response<Full<Bytes>> {
+    let mut body = envelope_head(items.iter().map(|item| item.len() + 1).sum::<usize>() + 1);
+    body.push(b'[');
+    for (at, item) in items.iter().enumerate() {
+        if at > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    bytes_response(200, "application/json", body.into())
+}
+
+/// `{"ResponseData":`, in a buffer with room for `data` bytes and the end.
+fn envelope_head(data: usize) -> Vec<u8> {
+    const HEAD: &[u8] = b"{\"ResponseData\":";
+    let mut body = Vec::with_capacity(HEAD.len() + data + 1);
+    body.extend_from_slice(HEAD);
+    body
+}
+
 pub fn failure(
     error: &AppError,
     data: Option<&Reply>,

@@ -5,6 +5,7 @@
 
 use super::image_files;
 use crate::app::plan::{ContainerToCreate, VolumeSeed};
+use crate::app::slice_name;
 use crate::config::{Config, RegistryConfig};
 use crate::images::progress::Progress;
 use crate::images::{PullError, PulledImage, Puller};
@@ -17,7 +18,7 @@ use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[async_trait]
 pub trait ImageSource: Send + Sync {
@@ -100,6 +101,11 @@ pub trait UnitManager: Send + Sync {
     async fn slice_usage(&self, slice: &str) -> Result<Usage, SystemdError>;
     /// The names of units as systemd reports their state changing.
     async fn unit_changes(&self) -> Result<BoxStream<'static, String>, SystemdError>;
+    /// Whether an app unit's cgroup has processes, as the kernel says now; None when
+    /// it cannot tell.
+    fn populated(&self, _unit: &str) -> Option<bool> {
+        None
+    }
 }
 
 /// Blocking (it runs `ip` and the CNI plugins): called from `spawn_blocking`.
@@ -373,6 +379,30 @@ impl UnitManager for SystemdBackend {
 
     async fn unit_changes(&self) -> Result<BoxStream<'static, String>, SystemdError> {
         Ok(self.systemd().await?.unit_changes().await?.boxed())
+    }
+
+    /// `appunit-<id>.service` runs in `appunit-<id>.slice`, which systemd nests in
+    /// `appunit.slice`, in the unified (v2) hierarchy: /sys/fs/cgroup, or its `unified`
+    /// folder on a host that mounts v1 beside it. No slice's cgroup: not systemd's
+    /// cgroup tree as expected here.
+    fn populated(&self, unit: &str) -> Option<bool> {
+        static UNIFIED: OnceLock<Option<PathBuf>> = OnceLock::new();
+        let unified = UNIFIED.get_or_init(|| {
+            ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"]
+                .map(PathBuf::from)
+                .into_iter()
+                .find(|root| root.join("cgroup.procs").exists())
+        });
+        let app_id = unit.strip_prefix("appunit-")?.strip_suffix(".service")?;
+        let slice = unified
+            .as_ref()?
+            .join("appunit.slice")
+            .join(slice_name(app_id));
+        match std::fs::read_to_string(slice.join(unit).join("cgroup.events")) {
+            Ok(events) => Some(events.lines().any(|line| line == "populated 1")),
+            Err(_) if slice.is_dir() => Some(false),
+            Err(_) => None,
+        }
     }
 }
 

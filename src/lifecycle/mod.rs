@@ -20,14 +20,15 @@ mod tests;
 pub use backends::{AppNetwork, Backends, ContainerRuntime, ImageSource, UnitManager};
 pub use registry::Operation;
 
-use crate::app::{AppFolder, Credentials, slice_name, unit_name};
+use crate::app::{AppFolder, Credentials, unit_name};
 use crate::catalog::Catalog;
 use crate::config::Config;
-use crate::error::{AppError, Code};
+use crate::error::AppError;
 use crate::images::PullError;
 use crate::images::progress::ProgressInfo;
 use crate::runtime::containerd::ContainerdError;
-use crate::runtime::systemd::{SystemdError, UnitState, Usage};
+use crate::runtime::systemd::SystemdError;
+use crate::state::Model;
 use crate::store::{
     AppRecord, OperationKind, Phase, StatusReason, Store, StoreError, Transition, UninstallRequest,
 };
@@ -35,7 +36,7 @@ use futures_util::StreamExt;
 use registry::{Busy, Registry};
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::sync::{Notify, Semaphore, broadcast};
+use tokio::sync::{Notify, Semaphore};
 use unit_file::unit_file;
 
 /// An app's state as the SPEC names it.
@@ -90,6 +91,7 @@ pub enum Change {
 }
 
 /// What AppStatus shows of an app's state.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Truth {
     pub status: Status,
     pub reason: Option<StatusReason>,
@@ -97,7 +99,7 @@ pub struct Truth {
 }
 
 impl Truth {
-    fn plain(status: Status) -> Truth {
+    pub fn plain(status: Status) -> Truth {
         Truth {
             status,
             reason: None,
@@ -150,8 +152,8 @@ pub struct Lifecycle {
     backends: Backends,
     registry: Registry,
     wake: Notify,
-    /// The id of every app whose status may have changed, as it happens: GET /Events.
-    changes: broadcast::Sender<String>,
+    /// Every app's status, told of each change as it happens.
+    model: Arc<Model>,
 }
 
 impl Lifecycle {
@@ -162,6 +164,11 @@ impl Lifecycle {
         config_path: PathBuf,
         backends: Backends,
     ) -> Lifecycle {
+        let records = store.list(None).unwrap_or_else(|err| {
+            tracing::error!(%err, "reading the apps");
+            Vec::new()
+        });
+        let model = Arc::new(Model::new(backends.units.clone(), records));
         Lifecycle {
             store,
             catalog,
@@ -170,30 +177,46 @@ impl Lifecycle {
             backends,
             registry: Registry::default(),
             wake: Notify::new(),
-            changes: broadcast::channel(CHANGES_QUEUED).0,
+            model,
         }
     }
 
-    /// The ids of apps whose status may have changed from now on. A receiver that
-    /// lags behind is told so (and should look at every app again).
-    pub fn changes(&self) -> broadcast::Receiver<String> {
-        self.changes.subscribe()
+    /// Every app's status, as AppList, AppStatus and /Events show it.
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
     }
 
+    /// Tells the model the app's record changed. The record is read here, at the
+    /// change: read later, a phase that lasted less than the reader's delay (queuing,
+    /// at times) would never be seen.
     fn changed(&self, app_id: &str) {
-        // No receiver is no one to tell.
-        let _ = self.changes.send(app_id.to_string());
+        let record = match self.store.get(app_id) {
+            Ok(record) => record,
+            Err(err) => {
+                tracing::warn!(app_id, %err, "reading the changed app");
+                return;
+            }
+        };
+        // Not the registry's progress: this runs under its lock at times (an install's
+        // start). The progress comes with the next look at it.
+        if self.model.set_record(app_id, record) {
+            tokio::spawn(self.model.clone().read_unit(app_id.to_string(), false));
+        }
     }
 
-    /// Relays systemd's reports of app units changing state, for the daemon's lifetime:
-    /// a unit stopped by hand is a change like any other.
+    /// Relays systemd's reports of app units changing state to the model, for the
+    /// daemon's lifetime: a unit stopped by hand is a change like any other. Pulls'
+    /// progress goes to it too, four times a second as SPEC allows no more.
     pub async fn watch_units(self: Arc<Self>) {
+        tokio::spawn(self.clone().track_progress());
+        self.model.read_units();
         loop {
             match self.backends.units.unit_changes().await {
                 Ok(mut units) => {
                     while let Some(unit) = units.next().await {
                         if let Some(app_id) = app_of_unit(&unit) {
-                            self.changed(app_id);
+                            let read = self.model.clone().read_unit(app_id.to_string(), true);
+                            tokio::spawn(read);
                         }
                     }
                     tracing::warn!("systemd's signals ended; subscribing again");
@@ -201,6 +224,17 @@ impl Lifecycle {
                 Err(err) => tracing::debug!(%err, "subscribing to systemd's signals"),
             }
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn track_progress(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        loop {
+            tick.tick().await;
+            for app_id in self.model.pulling() {
+                let progress = self.registry.progress(&app_id).map(|p| p.info());
+                self.model.set_progress(&app_id, progress);
+            }
         }
     }
 
@@ -281,71 +315,6 @@ impl Lifecycle {
         });
     }
 
-    /// What a running app uses now; None when systemd cannot say.
-    pub async fn usage(&self, app_id: &str) -> Option<Usage> {
-        match self.backends.units.slice_usage(&slice_name(app_id)).await {
-            Ok(usage) => Some(usage),
-            Err(err) => {
-                tracing::debug!(app_id, %err, "reading the slice's usage");
-                None
-            }
-        }
-    }
-
-    /// AppStatus's truth: the pipeline's phase while installing, the unit afterwards.
-    pub async fn truth(&self, record: &AppRecord) -> Truth {
-        match record.phase {
-            Phase::Queuing => Truth::plain(Status::Queuing),
-            Phase::Pulling => Truth {
-                progress: self.registry.progress(&record.app_id).map(|p| p.info()),
-                ..Truth::plain(Status::Pulling)
-            },
-            Phase::Creating => Truth::plain(Status::Creating),
-            Phase::Initing => Truth::plain(Status::Initing),
-            Phase::Uninstalling => Truth::plain(Status::Uninstalling),
-            Phase::Failed => Truth {
-                reason: record.reason.clone(),
-                ..Truth::plain(Status::Error)
-            },
-            Phase::Installed => {
-                let truth = self.unit_truth(&record.app_id).await;
-                // A rolled-back upgrade's cause shows until the next operation.
-                Truth {
-                    reason: truth.reason.or_else(|| record.reason.clone()),
-                    ..truth
-                }
-            }
-        }
-    }
-
-    async fn unit_truth(&self, app_id: &str) -> Truth {
-        let failed = |detail: String| Truth {
-            status: Status::Error,
-            reason: Some(StatusReason {
-                code: Code::ContainerError,
-                detail,
-            }),
-            progress: None,
-        };
-        let unit = unit_name(app_id);
-        let status = match self.backends.units.status(&unit).await {
-            Ok(status) => status,
-            Err(err) => return failed(err.to_string()),
-        };
-        match status.state {
-            _ if status.auto_restart => failed(status.status_text),
-            UnitState::Failed => failed(if status.status_text.is_empty() {
-                format!("{unit} failed")
-            } else {
-                status.status_text
-            }),
-            UnitState::Activating => Truth::plain(Status::Initing),
-            UnitState::Active | UnitState::Reloading => Truth::plain(Status::Running),
-            UnitState::Deactivating => Truth::plain(Status::Stopping),
-            UnitState::Inactive => Truth::plain(Status::Stopped),
-        }
-    }
-
     /// AppStart, AppStop or AppRestart, once the unit reached its state. AppStop is
     /// sticky: the unit is disabled, so it stays down at boot too, until AppStart.
     pub async fn change(&self, app_id: &str, change: Change) -> Result<(), AppError> {
@@ -360,8 +329,12 @@ impl Lifecycle {
             Change::Stop => units.stop(&unit).await,
             Change::Restart => units.restart(&unit).await,
         };
-        // systemd reports the unit's states as they come; the end is told here too.
-        self.changed(app_id);
+        // systemd reports the unit's states as they come; the end is read here, so
+        // that the answer's next request sees it.
+        self.model
+            .clone()
+            .read_unit(app_id.to_string(), false)
+            .await;
         done.map_err(container_error)
     }
 
@@ -605,8 +578,8 @@ impl Lifecycle {
     }
 }
 
-/// How many changes a slow /Events client may fall behind before it is told it lagged.
-const CHANGES_QUEUED: usize = 1024;
+/// How often a pull's progress is looked at: SPEC's most.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// `blog` of `appunit-blog.service`.
 fn app_of_unit(unit: &str) -> Option<&str> {

@@ -164,10 +164,10 @@ async fn an_install_walks_every_phase_in_order() {
         )
         .await
         .unwrap();
-    let Answer::Reply(status) = status else {
-        panic!("AppStatus answered a stream")
+    let Answer::Json(status) = status else {
+        panic!("AppStatus answered no JSON")
     };
-    let status = serde_json::to_value(status).unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
     assert_eq!(status["status"], "running");
     queue.abort();
 }
