@@ -418,8 +418,17 @@ async fn an_upgrade_succeeds_or_rolls_back_on_the_install_phases() {
         .until("the rollback point to go", |_| !point.exists())
         .await;
 
+    // The last operation ends just after its rollback point goes.
+    let upgrade_when_free = |version: &'static str| async move {
+        loop {
+            match upgrade(version).await {
+                Err(Code::Busy) => tokio::time::sleep(Duration::from_millis(10)).await,
+                started => break started.unwrap(),
+            }
+        }
+    };
     bench.host.pulls_fail.store(true, Ordering::SeqCst);
-    upgrade("1").await.unwrap();
+    upgrade_when_free("1").await;
     bench
         .until("the rollback", |b| {
             b.record("up")
@@ -453,10 +462,7 @@ async fn an_upgrade_succeeds_or_rolls_back_on_the_install_phases() {
             .count()
     };
     let kept_before = backups();
-    // The rollback's operation ends just after its rollback point goes.
-    while upgrade("1").await == Err(Code::Busy) {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    upgrade_when_free("1").await;
     bench
         .until("the failed rollback", |b| {
             b.record("up").is_some_and(|r| r.phase == Phase::Failed)
