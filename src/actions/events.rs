@@ -1,4 +1,4 @@
-//! GET /Events: every change of an app's `status_code`, `status` or `progress`, as
+//! GET /Events: every change of an app's `status_code`, `status`, `operation` or `progress`, as
 //! Server-Sent Events. Changes come from the lifecycle (its phase changes, and systemd's
 //! signals for the app units); progress is looked at four times a second, as SPEC
 //! allows no more.
@@ -28,6 +28,8 @@ struct Seen {
     status_code: &'static str,
     status: &'static str,
     progress: Option<ProgressInfo>,
+    /// The kind under way: its end is an event too (a backup ends with the app as it was).
+    operation: Option<&'static str>,
 }
 
 impl Seen {
@@ -36,6 +38,7 @@ impl Seen {
             status_code: detail.status_code,
             status: detail.status,
             progress: detail.progress.clone(),
+            operation: detail.operation.as_ref().map(|o| o.kind),
         }
     }
 }
