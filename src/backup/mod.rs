@@ -79,6 +79,43 @@ pub struct Contents<'a> {
     pub images: Option<&'a Path>,
 }
 
+/// A file a backup works with beside its bundle, hidden (never listed): `.<bundle>.<what>`.
+pub fn work_path(bundle: &Path, what: &str) -> PathBuf {
+    let name = bundle.file_name().unwrap_or_default().to_string_lossy();
+    bundle.with_file_name(format!(".{name}.{what}"))
+}
+
+/// What a backup cut short left of `bundle`: its work files and, when the bundle itself
+/// was never written, its kept digest. Whether the bundle was written.
+pub fn clean_after(bundle: &Path) -> io::Result<bool> {
+    let written = bundle.is_file();
+    let prefix = work_path(bundle, "");
+    let (dir, prefix) = (
+        bundle.parent().unwrap_or(Path::new(".")),
+        prefix.file_name(),
+    );
+    let prefix = prefix.unwrap_or_default().to_string_lossy().to_string();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    if !written {
+        match std::fs::remove_file(digest_file(bundle)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(written)
+}
+
 /// The sha256 of a bundle is kept beside it, so a listing need not read it all.
 fn digest_file(bundle: &Path) -> PathBuf {
     let mut name = bundle.file_name().unwrap_or_default().to_os_string();
@@ -89,10 +126,7 @@ fn digest_file(bundle: &Path) -> PathBuf {
 /// Writes a bundle at `path` (0600), through a hidden partial file renamed at the end:
 /// a failed backup leaves nothing. Its size and sha256.
 pub fn write(path: &Path, manifest: &Manifest, contents: &Contents) -> io::Result<(u64, String)> {
-    let partial = path.with_file_name(format!(
-        ".{}.partial",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
+    let partial = work_path(path, "partial");
     let written = write_to(&partial, manifest, contents);
     match written {
         Ok((size, sha)) => {
@@ -467,6 +501,28 @@ mod tests {
             2,
             "data and out"
         );
+    }
+
+    /// A backup cut by a crash: its work files and digest go, another bundle's stay.
+    #[test]
+    fn cleaning_after_a_cut_backup_keeps_other_bundles() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("blog-1.tar.zst");
+        std::fs::write(work_path(&bundle, "partial"), b"half").unwrap();
+        std::fs::write(work_path(&bundle, "stopped"), b"").unwrap();
+        std::fs::create_dir_all(work_path(&bundle, "images").join("blobs")).unwrap();
+        std::fs::write(digest_file(&bundle), b"00").unwrap();
+        let other = dir.path().join("blog-2.tar.zst");
+        std::fs::write(work_path(&other, "partial"), b"other").unwrap();
+        assert!(!clean_after(&bundle).unwrap());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [".blog-2.tar.zst.partial"]);
+        std::fs::write(&other, b"whole").unwrap();
+        assert!(clean_after(&other).unwrap());
+        assert!(other.exists());
     }
 
     #[test]
