@@ -264,8 +264,9 @@ async fn run(cli: Cli) -> ExitCode {
             let params = app_id.map(|id| vec![("app_id", id)]).unwrap_or_default();
             return match call("AppBackupList", params).await {
                 Err(err) => fail(EXIT_FAILED, &err),
-                Ok(envelope) if envelope.get("Error").is_some() => report(&envelope, cli.json),
-                Ok(envelope) if cli.json => report(&envelope, true),
+                Ok(envelope) if cli.json || envelope.get("Error").is_some() => {
+                    report(&envelope, cli.json)
+                }
                 Ok(envelope) => {
                     print_backups(envelope["ResponseData"].as_array().unwrap_or(&Vec::new()));
                     ExitCode::SUCCESS
