@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod backup;
 pub mod catalog;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod host;

@@ -183,3 +183,62 @@ async fn a_backup_that_does_not_fit_writes_nothing() {
     assert!(listing.stdout.is_empty(), "{listing:?}");
     assert!(host.status("full").await["operation"].is_null());
 }
+
+/// kill -9 of appunitd while a backup has the app stopped: at the next start nothing of
+/// the bundle is left in backup_dir or listed, the app runs again, and last_operation
+/// says the backup failed, and why.
+#[tokio::test]
+async fn a_backup_cut_by_a_crash_leaves_no_bundle_and_the_app_running() {
+    let host = Host::boot();
+    let install = "app_name=duo&customer_app_name=cut&app_version=1";
+    assert_eq!(host.call("AppInstall", install).await.status, 200);
+    let (status, _) = host.watch("cut", Duration::from_secs(120), settled).await;
+    assert_eq!(status["status"], "running", "{status}");
+    // Incompressible data, enough that writing the bundle takes a while.
+    let noise = host.sandbox.path("appunit/apps/cut/data/dbdata/noise");
+    let dd = std::process::Command::new("dd")
+        .args(["if=/dev/urandom", "bs=1M", "count=256", "status=none"])
+        .arg(format!("of={}", noise.display()))
+        .status()
+        .unwrap();
+    assert!(dd.success());
+
+    let reply = host.call("AppBackup", "app_id=cut").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let backup = reply.data()["backup"].as_str().unwrap().to_string();
+    let backups = host.sandbox.path("appunit/backups");
+    let partial = backups.join(format!(".{backup}.partial"));
+    // The app is stopped, and its data is being written.
+    host.sandbox.wait_until("the backup to stop the app", |s| {
+        s.systemctl(&["is-active", "appunit-cut.service"]) != "active" && partial.exists()
+    });
+    host.kill_daemon();
+    assert!(!backups.join(&backup).exists(), "the backup was not cut");
+
+    host.start_daemon();
+    let ended = |s: &serde_json::Value| s["operation"].is_null() && s["status"] == "running";
+    let (status, _) = host.watch("cut", Duration::from_secs(60), ended).await;
+    let last = &status["last_operation"];
+    assert_eq!(last["kind"], "backup", "{status}");
+    assert_eq!(last["result"], "failed", "{status}");
+    let detail = last["reason"]["Detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("no bundle was kept"), "{status}");
+    assert_eq!(
+        std::fs::read_dir(&backups).unwrap().count(),
+        0,
+        "{:?}",
+        std::fs::read_dir(&backups).unwrap().collect::<Vec<_>>()
+    );
+    let listed = host.call("AppBackupList", "").await;
+    assert_eq!(
+        listed.data().as_array().map(Vec::len),
+        Some(0),
+        "{listed:?}"
+    );
+    assert!(host.page("cut").contains("duo"));
+    // The app can be backed up again.
+    let again = host.call("AppBackup", "app_id=cut").await;
+    assert_eq!(again.status, 200, "{again:?}");
+    let done = wait_backup(&host, "cut").await;
+    assert_eq!(done["last_operation"]["result"], "succeeded", "{done}");
+}

@@ -16,6 +16,11 @@ const SUFFIX: &str = ".tar.zst";
 const MANIFEST: &str = "manifest.json";
 /// zstd's default level, as `tar --zstd` uses it.
 const LEVEL: i32 = 3;
+/// Files are read, and the tar stream handed to the compressing thread, this much at a
+/// time: tar's own copies go 8 KiB at a time, a syscall each.
+const CHUNK: usize = 1 << 20;
+/// Chunks the compressing thread may fall behind by.
+const CHUNKS_QUEUED: usize = 4;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Manifest {
@@ -79,6 +84,43 @@ pub struct Contents<'a> {
     pub images: Option<&'a Path>,
 }
 
+/// A file a backup works with beside its bundle, hidden (never listed): `.<bundle>.<what>`.
+pub fn work_path(bundle: &Path, what: &str) -> PathBuf {
+    let name = bundle.file_name().unwrap_or_default().to_string_lossy();
+    bundle.with_file_name(format!(".{name}.{what}"))
+}
+
+/// What a backup cut short left of `bundle`: its work files and, when the bundle itself
+/// was never written, its kept digest. Whether the bundle was written.
+pub fn clean_after(bundle: &Path) -> io::Result<bool> {
+    let written = bundle.is_file();
+    let prefix = work_path(bundle, "");
+    let (dir, prefix) = (
+        bundle.parent().unwrap_or(Path::new(".")),
+        prefix.file_name(),
+    );
+    let prefix = prefix.unwrap_or_default().to_string_lossy().to_string();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if !name.starts_with(&prefix) {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path)?;
+        } else {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    if !written {
+        match std::fs::remove_file(digest_file(bundle)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(written)
+}
+
 /// The sha256 of a bundle is kept beside it, so a listing need not read it all.
 fn digest_file(bundle: &Path) -> PathBuf {
     let mut name = bundle.file_name().unwrap_or_default().to_os_string();
@@ -89,10 +131,7 @@ fn digest_file(bundle: &Path) -> PathBuf {
 /// Writes a bundle at `path` (0600), through a hidden partial file renamed at the end:
 /// a failed backup leaves nothing. Its size and sha256.
 pub fn write(path: &Path, manifest: &Manifest, contents: &Contents) -> io::Result<(u64, String)> {
-    let partial = path.with_file_name(format!(
-        ".{}.partial",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
+    let partial = work_path(path, "partial");
     let written = write_to(&partial, manifest, contents);
     match written {
         Ok((size, sha)) => {
@@ -124,13 +163,7 @@ fn write_to(partial: &Path, manifest: &Manifest, contents: &Contents) -> io::Res
         .create_new(true)
         .mode(0o600)
         .open(partial)?;
-    let hashing = HashingWriter {
-        inner: io::BufWriter::with_capacity(1 << 20, file),
-        hash: Sha256::new(),
-        size: 0,
-    };
-    let encoder = zstd::Encoder::new(hashing, LEVEL)?;
-    let mut tar = tar::Builder::new(encoder);
+    let mut tar = tar::Builder::new(Pipe::compressing_to(file));
     tar.follow_symlinks(false);
     tar.mode(tar::HeaderMode::Complete);
     let manifest_bytes = serde_json::to_vec_pretty(manifest)?;
@@ -147,10 +180,85 @@ fn write_to(partial: &Path, manifest: &Manifest, contents: &Contents) -> io::Res
     if let Some(images) = contents.images {
         append_tree(&mut tar, images, Path::new("images"), false)?;
     }
-    let mut hashing = tar.into_inner()?.finish()?;
-    hashing.inner.flush()?;
-    hashing.inner.get_ref().sync_all()?;
-    Ok((hashing.size, hex::encode(hashing.hash.finalize())))
+    tar.into_inner()?.finish()
+}
+
+/// The tar stream's way to its file: compressed, hashed and written on a thread of its
+/// own while this one reads the data, as `tar | zstd` splits the work between two
+/// processes.
+struct Pipe {
+    chunk: Vec<u8>,
+    chunks: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    worker: Option<std::thread::JoinHandle<io::Result<(u64, String)>>>,
+}
+
+impl Pipe {
+    fn compressing_to(file: std::fs::File) -> Pipe {
+        let (chunks, received) = std::sync::mpsc::sync_channel::<Vec<u8>>(CHUNKS_QUEUED);
+        let worker = std::thread::spawn(move || {
+            let hashing = HashingWriter {
+                inner: io::BufWriter::with_capacity(CHUNK, file),
+                hash: Sha256::new(),
+                size: 0,
+            };
+            let mut encoder = zstd::Encoder::new(hashing, LEVEL)?;
+            for chunk in received {
+                encoder.write_all(&chunk)?;
+            }
+            let mut hashing = encoder.finish()?;
+            hashing.inner.flush()?;
+            hashing.inner.get_ref().sync_all()?;
+            Ok((hashing.size, hex::encode(hashing.hash.finalize())))
+        });
+        Pipe {
+            chunk: Vec::with_capacity(CHUNK),
+            chunks: Some(chunks),
+            worker: Some(worker),
+        }
+    }
+
+    fn send(&mut self) -> io::Result<()> {
+        let chunk = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+        let sent = self.chunks.as_ref().map(|c| c.send(chunk));
+        match sent {
+            Some(Ok(())) => Ok(()),
+            // The thread stopped: its error says why.
+            _ => Err(self.join().err().unwrap_or_else(|| {
+                io::Error::other("the compressing thread stopped without an error")
+            })),
+        }
+    }
+
+    fn join(&mut self) -> io::Result<(u64, String)> {
+        self.chunks = None;
+        match self.worker.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(io::Error::other("the compressing thread panicked")),
+            None => Err(io::Error::other("the compressing thread already ended")),
+        }
+    }
+
+    /// The rest sent, the file compressed and synced: its size and sha256.
+    fn finish(mut self) -> io::Result<(u64, String)> {
+        if !self.chunk.is_empty() {
+            self.send()?;
+        }
+        self.join()
+    }
+}
+
+impl Write for Pipe {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(CHUNK - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
+        if self.chunk.len() == CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Appends `from` as `name` and everything under it, with extended attributes when
@@ -175,7 +283,14 @@ fn append_tree<W: Write>(
             )?;
         }
     }
-    tar.append_path_with_name(from, name)?;
+    if metadata.is_file() {
+        let mut header = tar::Header::new_gnu();
+        header.set_metadata_in_mode(&metadata, tar::HeaderMode::Complete);
+        let file = io::BufReader::with_capacity(CHUNK, std::fs::File::open(from)?);
+        tar.append_data(&mut header, name, file)?;
+    } else {
+        tar.append_path_with_name(from, name)?;
+    }
     if metadata.is_dir() {
         let mut entries: Vec<_> = std::fs::read_dir(from)?.collect::<Result<_, _>>()?;
         // The same tree gives the same bundle.
@@ -467,6 +582,28 @@ mod tests {
             2,
             "data and out"
         );
+    }
+
+    /// A backup cut by a crash: its work files and digest go, another bundle's stay.
+    #[test]
+    fn cleaning_after_a_cut_backup_keeps_other_bundles() {
+        let dir = tempfile::tempdir().unwrap();
+        let bundle = dir.path().join("blog-1.tar.zst");
+        std::fs::write(work_path(&bundle, "partial"), b"half").unwrap();
+        std::fs::write(work_path(&bundle, "stopped"), b"").unwrap();
+        std::fs::create_dir_all(work_path(&bundle, "images").join("blobs")).unwrap();
+        std::fs::write(digest_file(&bundle), b"00").unwrap();
+        let other = dir.path().join("blog-2.tar.zst");
+        std::fs::write(work_path(&other, "partial"), b"other").unwrap();
+        assert!(!clean_after(&bundle).unwrap());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, [".blog-2.tar.zst.partial"]);
+        std::fs::write(&other, b"whole").unwrap();
+        assert!(clean_after(&other).unwrap());
+        assert!(other.exists());
     }
 
     #[test]

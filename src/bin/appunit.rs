@@ -1,15 +1,13 @@
 //! appunit: the command line for appunitd's Actions, over its socket.
 
 use appunit::catalog::{self, Catalog, import};
+use appunit::client::{self, Events, Opened, call};
 use appunit::config::{self, Config};
-use bytes::Bytes;
 use clap::{CommandFactory, Parser, Subcommand};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 #[derive(Parser)]
 #[command(version, about = "Install and run self-hosted apps with appunitd")]
@@ -83,6 +81,51 @@ enum Command {
     List {
         name: Option<String>,
     },
+    /// Back an app up to one bundle in the daemon's backup folder, and follow it until
+    /// it is written; prints the bundle's name. The app is stopped while its data is read.
+    Backup {
+        app_id: String,
+        /// Put its images in the bundle too, so that a restore needs no registry.
+        #[arg(long)]
+        with_images: bool,
+        /// Return once under way, without following it.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// The backups, newest first: all, or one app's.
+    Backups {
+        app_id: Option<String>,
+    },
+    /// Install an app from a backup, and follow it until it runs.
+    Restore {
+        /// The bundle's name, as `appunit backups` shows it.
+        backup: String,
+        /// Its name on this host; the backed-up app's id when omitted.
+        #[arg(long)]
+        name: Option<String>,
+        /// Return once queued, without following the restore.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Delete a backup.
+    BackupDelete {
+        backup: String,
+    },
+    /// An app's log, oldest first: `service: message` lines.
+    Logs {
+        app_id: String,
+        /// Keep printing new lines as they come, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only this service's (container's) lines.
+        #[arg(long)]
+        service: Option<String>,
+        /// How many of the last lines (the daemon's default is 100).
+        #[arg(long)]
+        lines: Option<u32>,
+    },
+    /// Every change of any app as it happens, one line each, until interrupted.
+    Events,
     /// Peer catalogs: import them, and check catalog folders as the daemon loads them.
     Catalog {
         #[command(subcommand)]
@@ -181,11 +224,10 @@ async fn run(cli: Cli) -> ExitCode {
                 ("customer_app_name", name.clone()),
                 ("app_version", version),
             ];
-            let reply = call("AppInstall", params).await;
-            if no_wait || cli.json || reply.as_ref().is_ok_and(|r| r.get("Error").is_some()) {
-                reply
+            if no_wait || cli.json {
+                call("AppInstall", params).await
             } else {
-                return follow(&cli.socket, &name).await;
+                return act_and_follow(&cli.socket, "AppInstall", &params, Until::Running).await;
             }
         }
         Command::Uninstall {
@@ -225,12 +267,12 @@ async fn run(cli: Cli) -> ExitCode {
                     ),
                 );
             };
-            let params = vec![("app_id", app_id.clone()), ("app_version", version)];
-            let reply = call("AppUpgrade", params).await;
-            if no_wait || cli.json || reply.as_ref().is_ok_and(|r| r.get("Error").is_some()) {
-                reply
+            let params = vec![("app_id", app_id), ("app_version", version)];
+            if no_wait || cli.json {
+                call("AppUpgrade", params).await
             } else {
-                return follow_upgrade(&cli.socket, &app_id).await;
+                return act_and_follow(&cli.socket, "AppUpgrade", &params, Until::OperationEnds)
+                    .await;
             }
         }
         Command::Start { app_id } => call("AppStart", vec![("app_id", app_id)]).await,
@@ -245,6 +287,73 @@ async fn run(cli: Cli) -> ExitCode {
             )
             .await
         }
+        Command::Backup {
+            app_id,
+            with_images,
+            no_wait,
+        } => {
+            let params = vec![
+                ("app_id", app_id),
+                ("include_images", with_images.to_string()),
+            ];
+            if no_wait || cli.json {
+                call("AppBackup", params).await
+            } else {
+                return act_and_follow(&cli.socket, "AppBackup", &params, Until::OperationEnds)
+                    .await;
+            }
+        }
+        Command::Backups { app_id } => {
+            let params = app_id.map(|id| vec![("app_id", id)]).unwrap_or_default();
+            return match call("AppBackupList", params).await {
+                Err(err) => fail(EXIT_FAILED, &err),
+                Ok(envelope) if cli.json || envelope.get("Error").is_some() => {
+                    report(&envelope, cli.json)
+                }
+                Ok(envelope) => {
+                    print_backups(envelope["ResponseData"].as_array().unwrap_or(&Vec::new()));
+                    ExitCode::SUCCESS
+                }
+            };
+        }
+        Command::Restore {
+            backup,
+            name,
+            no_wait,
+        } => {
+            let mut params = vec![("backup", backup)];
+            params.extend(name.map(|name| ("customer_app_name", name)));
+            if no_wait || cli.json {
+                call("AppRestore", params).await
+            } else {
+                return act_and_follow(&cli.socket, "AppRestore", &params, Until::Running).await;
+            }
+        }
+        Command::BackupDelete { backup } => call("AppBackupDelete", vec![("backup", backup)]).await,
+        Command::Logs {
+            app_id,
+            follow,
+            service,
+            lines,
+        } => {
+            let mut params = vec![("app_id", app_id)];
+            params.extend(service.map(|s| ("service", s)));
+            params.extend(lines.map(|n| ("lines", n.to_string())));
+            if follow {
+                params.push(("follow", "true".into()));
+                return follow_logs(&cli.socket, &params, cli.json).await;
+            }
+            match call("AppLogs", params).await {
+                Ok(envelope) if envelope.get("Error").is_none() && !cli.json => {
+                    for entry in envelope["ResponseData"].as_array().into_iter().flatten() {
+                        print_log(entry);
+                    }
+                    return ExitCode::SUCCESS;
+                }
+                reply => reply,
+            }
+        }
+        Command::Events => return print_events(&cli.socket, cli.json).await,
     };
     match reply {
         Ok(envelope) => report(&envelope, cli.json),
@@ -311,6 +420,8 @@ fn report(envelope: &serde_json::Value, json: bool) -> ExitCode {
         print_table(apps);
     } else if data.get("status").is_some() {
         print_status(data);
+    } else if let Some(backup) = data["backup"].as_str() {
+        println!("{backup}");
     } else {
         println!("{}: done", data["app_id"].as_str().unwrap_or_default());
     }
@@ -325,103 +436,242 @@ fn newest_version(config_path: &Path, app: &str) -> Option<String> {
     catalog.get(app)?.meta.versions.first().cloned()
 }
 
-/// Follows an upgrade with the progress bar until its operation ends: the app as it is
-/// then, or the rollback's reason (and a non-zero exit).
-async fn follow_upgrade(socket: &Path, app_id: &str) -> ExitCode {
-    let bar = progress_bar();
-    loop {
-        let envelope = match call(socket, "AppStatus", &[("app_id", app_id.to_string())]).await {
-            Ok(envelope) => envelope,
-            Err(err) => {
-                bar.abandon();
-                return fail(EXIT_FAILED, &err);
-            }
-        };
-        if let Some(error) = envelope.get("Error") {
+/// What a follower waits for.
+#[derive(Clone, Copy)]
+enum Until {
+    /// An install or a restore: the app runs, or its install failed.
+    Running,
+    /// An operation on an installed app (a backup, an upgrade): it is no longer under way.
+    OperationEnds,
+}
+
+/// Runs an Action on an app and follows the app until `until`, with a progress bar.
+/// The event stream is opened first, so no change after the Action is missed.
+async fn act_and_follow(
+    socket: &Path,
+    action: &str,
+    params: &[(&'static str, String)],
+    until: Until,
+) -> ExitCode {
+    let mut events = match subscribe(socket).await {
+        Ok(events) => events,
+        Err(exit) => return exit,
+    };
+    let envelope = match call(socket, action, params).await {
+        Ok(envelope) => envelope,
+        Err(err) => return fail(EXIT_FAILED, &err),
+    };
+    if let Some(error) = envelope.get("Error") {
+        return fail_with(error);
+    }
+    let started = &envelope["ResponseData"];
+    let app_id = text(&started["app_id"]).to_string();
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let status = match watch(socket, &mut events, &app_id, until, &bar).await {
+        Ok(status) => status,
+        Err(exit) => {
             bar.abandon();
-            return fail_with(error);
+            return exit;
         }
-        let status = &envelope["ResponseData"];
-        show_progress(&bar, status);
-        if status["operation"].is_null() {
-            let last = &status["last_operation"];
-            if last["kind"] == "upgrade" && last["result"] == "succeeded" {
-                bar.finish_with_message("upgraded");
-                print_status(status);
-                return ExitCode::SUCCESS;
-            }
-            bar.abandon_with_message("rolled back");
-            let detail = text(&last["reason"]["Detail"]);
-            return fail(
+    };
+    bar.finish_and_clear();
+    match until {
+        Until::Running if status["status"] == "running" => {
+            print_status(&status);
+            ExitCode::SUCCESS
+        }
+        Until::Running => {
+            let detail = text(&status["status_reason"]["Detail"]);
+            fail(
                 EXIT_RUNTIME,
-                &format!(
-                    "{app_id} is back on {} ({}): {detail}",
-                    text(&status["app_version"]),
-                    text(&status["status"])
-                ),
-            );
+                &format!("{app_id} failed to install: {detail}"),
+            )
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        Until::OperationEnds => {
+            let last = &status["last_operation"];
+            let (kind, result) = (text(&last["kind"]), text(&last["result"]));
+            if result != "succeeded" {
+                let detail = text(&last["reason"]["Detail"]);
+                let outcome = match result {
+                    "rolled_back" => format!(
+                        "{app_id} is back on {} ({})",
+                        text(&status["app_version"]),
+                        text(&status["status"])
+                    ),
+                    _ => format!("{app_id}: {kind} {result}"),
+                };
+                return fail(EXIT_RUNTIME, &format!("{outcome}: {detail}"));
+            }
+            if let Some(downtime) = last["downtime_ms"].as_u64() {
+                eprintln!("{app_id}: {kind} succeeded, down for {downtime} ms");
+            }
+            match started["backup"].as_str() {
+                Some(backup) => println!("{backup}"),
+                None => print_status(&status),
+            }
+            ExitCode::SUCCESS
+        }
     }
 }
 
-fn progress_bar() -> indicatif::ProgressBar {
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} {msg:12} [{bar:30}] {bytes}/{total_bytes}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.enable_steady_tick(Duration::from_millis(120));
-    bar
+/// `GET /Events`, open.
+async fn subscribe(socket: &Path) -> Result<Events, ExitCode> {
+    match client::open(socket, "Events", &[]).await {
+        Ok(Opened::Stream(events)) => Ok(events),
+        Ok(Opened::Reply(envelope)) => Err(match envelope.get("Error") {
+            Some(error) => fail_with(error),
+            None => fail(EXIT_FAILED, "appunitd answered /Events without a stream"),
+        }),
+        Err(err) => Err(fail(EXIT_FAILED, &err)),
+    }
 }
 
-/// The phase, and the bytes pulled while pulling.
-fn show_progress(bar: &indicatif::ProgressBar, status: &Value) {
-    bar.set_message(status["status"].as_str().unwrap_or_default().to_string());
+/// The app's status now, then at each of its events, until `until` holds: that status.
+/// A stream the daemon closed (it restarted) is opened again and the status read afresh.
+async fn watch(
+    socket: &Path,
+    events: &mut Events,
+    app_id: &str,
+    until: Until,
+    bar: &indicatif::ProgressBar,
+) -> Result<Value, ExitCode> {
+    let mut status = app_status(socket, app_id).await?;
+    loop {
+        show(bar, &status);
+        let done = match until {
+            Until::Running => matches!(text(&status["status"]), "running" | "error"),
+            Until::OperationEnds => status["operation"].is_null(),
+        };
+        if done {
+            return Ok(status);
+        }
+        status = loop {
+            match events.next().await {
+                Ok(Some(event)) if event.name == "app" => {
+                    let data: Value = serde_json::from_str(&event.data).unwrap_or_default();
+                    if data["app_id"] == app_id {
+                        break data;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    *events = subscribe(socket).await?;
+                    break app_status(socket, app_id).await?;
+                }
+                Err(err) => return Err(fail(EXIT_FAILED, &err)),
+            }
+        };
+    }
+}
+
+async fn app_status(socket: &Path, app_id: &str) -> Result<Value, ExitCode> {
+    match call(socket, "AppStatus", &[("app_id", app_id.to_string())]).await {
+        Ok(envelope) => match envelope.get("Error") {
+            Some(error) => Err(fail_with(error)),
+            None => Ok(envelope["ResponseData"].clone()),
+        },
+        Err(err) => Err(fail(EXIT_FAILED, &err)),
+    }
+}
+
+/// The phase (and the operation under way) on the bar; bytes while pulling.
+fn show(bar: &indicatif::ProgressBar, status: &Value) {
+    let phase = text(&status["status"]);
+    bar.set_message(match status["operation"]["kind"].as_str() {
+        Some(kind) => format!("{kind}: {phase}"),
+        None => phase.to_string(),
+    });
     if let Some(progress) = status["progress"].as_object() {
+        if bar.length().is_none() {
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {msg:12} [{bar:30}] {bytes}/{total_bytes}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+            );
+        }
         bar.set_length(progress["total_bytes"].as_u64().unwrap_or(0));
         bar.set_position(progress["done_bytes"].as_u64().unwrap_or(0));
     }
 }
 
-/// Follows an install with a progress bar (bytes while pulling, then the phase) until
-/// it runs, then shows where and how to log in.
-async fn follow(socket: &Path, app_id: &str) -> ExitCode {
-    let bar = progress_bar();
+/// `appunit events`: one line per event (or its data as JSON), until interrupted.
+async fn print_events(socket: &Path, json: bool) -> ExitCode {
+    let mut events = match subscribe(socket).await {
+        Ok(events) => events,
+        Err(exit) => return exit,
+    };
     loop {
-        let envelope = match call(socket, "AppStatus", &[("app_id", app_id.to_string())]).await {
-            Ok(envelope) => envelope,
-            Err(err) => {
-                bar.abandon();
-                return fail(EXIT_FAILED, &err);
-            }
-        };
-        if let Some(error) = envelope.get("Error") {
-            bar.abandon();
-            return fail_with(error);
-        }
-        let status = &envelope["ResponseData"];
-        show_progress(&bar, status);
-        match status["status"].as_str().unwrap_or_default() {
-            "running" => {
-                bar.finish_with_message("running");
-                print_status(status);
-                return ExitCode::SUCCESS;
-            }
-            "error" => {
-                bar.abandon_with_message("error");
-                let reason = &status["status_reason"];
-                let detail = reason["Detail"].as_str().unwrap_or_default();
-                return fail(
-                    EXIT_RUNTIME,
-                    &format!("{app_id} failed to install: {detail}"),
+        match events.next().await {
+            Ok(Some(event)) if json => println!("{}", event.data),
+            Ok(Some(event)) => {
+                let app: Value = serde_json::from_str(&event.data).unwrap_or_default();
+                let progress = &app["progress"];
+                let progress = match progress["percent"].as_u64() {
+                    Some(percent) => format!(
+                        " {percent}% {}/{}",
+                        indicatif::HumanBytes(progress["done_bytes"].as_u64().unwrap_or(0)),
+                        indicatif::HumanBytes(progress["total_bytes"].as_u64().unwrap_or(0))
+                    ),
+                    None => String::new(),
+                };
+                println!(
+                    "{} {} {} {}{progress}",
+                    humantime::format_rfc3339_millis(SystemTime::now()),
+                    text(&app["app_id"]),
+                    text(&app["status_code"]),
+                    text(&app["status"]),
                 );
             }
-            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+            Ok(None) => return fail(EXIT_FAILED, "appunitd closed the event stream"),
+            Err(err) => return fail(EXIT_FAILED, &err),
         }
+    }
+}
+
+/// `appunit logs -f`: the last lines, then each new one, until interrupted.
+async fn follow_logs(socket: &Path, params: &[(&str, String)], json: bool) -> ExitCode {
+    let mut entries = match client::open(socket, "AppLogs", params).await {
+        Ok(Opened::Stream(entries)) => entries,
+        Ok(Opened::Reply(envelope)) => return report(&envelope, json),
+        Err(err) => return fail(EXIT_FAILED, &err),
+    };
+    loop {
+        match entries.next().await {
+            Ok(Some(event)) if json => println!("{}", event.data),
+            Ok(Some(event)) => print_log(&serde_json::from_str(&event.data).unwrap_or_default()),
+            Ok(None) => return fail(EXIT_FAILED, "appunitd closed the log stream"),
+            Err(err) => return fail(EXIT_FAILED, &err),
+        }
+    }
+}
+
+fn print_log(entry: &Value) {
+    println!("{}: {}", text(&entry["service"]), text(&entry["message"]));
+}
+
+fn print_backups(backups: &[Value]) {
+    println!(
+        "{:<40} {:<14} {:<10} {:<8} {:<24} {:>10} IMAGES",
+        "BACKUP", "APP_ID", "APP", "VERSION", "CREATED", "SIZE"
+    );
+    for backup in backups {
+        println!(
+            "{:<40} {:<14} {:<10} {:<8} {:<24} {:>10} {}",
+            text(&backup["backup"]),
+            text(&backup["app_id"]),
+            text(&backup["app_name"]),
+            text(&backup["app_version"]),
+            text(&backup["created"]),
+            indicatif::HumanBytes(backup["size_bytes"].as_u64().unwrap_or(0)).to_string(),
+            if backup["include_images"] == true {
+                "yes"
+            } else {
+                "no"
+            },
+        );
     }
 }
 
@@ -494,37 +744,4 @@ fn fail_with(error: &Value) -> ExitCode {
     let detail = text(&error["Detail"]);
     let message = format!("{code}: {} {detail}", text(&error["Message"]));
     fail(exit, message.trim())
-}
-
-/// One Action over the socket: a POST with a form body. The whole envelope comes back.
-async fn call(socket: &Path, action: &str, params: &[(&str, String)]) -> Result<Value, String> {
-    let unreachable = |e: &dyn std::fmt::Display| format!("appunitd at {}: {e}", socket.display());
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    tokio::spawn(connection);
-    let body: String = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(params)
-        .finish();
-    let request = hyper::Request::post(format!("/{action}"))
-        .header("host", "appunit")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("language", std::env::var("LANG").unwrap_or_default())
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| unreachable(&e))?
-        .to_bytes();
-    serde_json::from_slice(&bytes)
-        .map_err(|e| format!("appunitd answered something else than JSON: {e}"))
 }

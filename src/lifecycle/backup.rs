@@ -110,10 +110,7 @@ impl Lifecycle {
         let manifest = self
             .manifest(record, &folder, include_images)
             .map_err(system)?;
-        let layout = path.with_file_name(format!(
-            ".{}.images",
-            path.file_name().unwrap_or_default().to_string_lossy()
-        ));
+        let layout = backup::work_path(path, "images");
         let result = async {
             if include_images {
                 let references: Vec<String> = manifest
@@ -158,8 +155,15 @@ impl Lifecycle {
             |e: crate::runtime::systemd::SystemdError| failed(Code::ContainerError, e.to_string());
         let running = units.status(&unit).await.map_err(container)?.state == UnitState::Active;
         let down = Instant::now();
+        // Tells a daemon that restarts after a crash here that the app is to run again.
+        let stopped = backup::work_path(path, "stopped");
         if running {
-            units.stop(&unit).await.map_err(container)?;
+            std::fs::write(&stopped, b"")
+                .map_err(|e| failed(Code::SystemError, format!("{}: {e}", stopped.display())))?;
+            if let Err(err) = units.stop(&unit).await {
+                let _ = std::fs::remove_file(&stopped);
+                return Err(container(err));
+            }
         }
         let (bundle, data, images) = (path.to_path_buf(), folder.data(), layout.cloned());
         let written = tokio::task::spawn_blocking(move || {
@@ -176,6 +180,7 @@ impl Lifecycle {
             true => units.start(&unit).await.map_err(|e| e.to_string()),
             false => Ok(()),
         };
+        let _ = std::fs::remove_file(&stopped);
         let downtime_ms = running.then(|| down.elapsed().as_millis() as u64);
         let problems: Vec<String> = [written.err(), started.err()]
             .into_iter()
@@ -191,6 +196,57 @@ impl Lifecycle {
                 },
                 downtime_ms,
             })
+        }
+    }
+
+    /// At start-up: backups a crash cut short. Their work files go (a bundle not yet
+    /// renamed into place is not one), an app the backup stopped is started again, and
+    /// the backup ends as failed, or as succeeded when its bundle was already in place.
+    pub(super) async fn finish_interrupted_backups(&self) {
+        let cut = self
+            .store
+            .blocking(|store| store.with_operation(OperationKind::Backup))
+            .await
+            .unwrap_or_default();
+        for record in cut {
+            let app_id = record.app_id.clone();
+            let Ok(_busy) = self.begin(&app_id, Operation::Backup) else {
+                continue;
+            };
+            let bundle = record.operation.as_ref().and_then(|o| o.source.clone());
+            let bundle = self.config.backup_dir().join(bundle.unwrap_or_default());
+            let stopped = backup::work_path(&bundle, "stopped").exists();
+            let written = backup::clean_after(&bundle);
+            let started = match stopped {
+                true => self.backends.units.start(&unit_name(&app_id)).await,
+                false => Ok(()),
+            };
+            tracing::warn!(app_id, ?written, stopped, "backup was interrupted");
+            let reason = match (&written, &started) {
+                (Ok(true), Ok(())) => None,
+                (Ok(false), Ok(())) => Some(format!(
+                    "appunitd stopped while writing {}: no bundle was kept",
+                    bundle.display()
+                )),
+                (Err(err), _) => Some(format!("cleaning up after {}: {err}", bundle.display())),
+                (_, Err(err)) => Some(format!("starting the app again: {err}")),
+            };
+            let result = match reason {
+                None => OperationResult::Succeeded,
+                Some(_) => OperationResult::Failed,
+            };
+            let reason = reason.map(|detail| StatusReason {
+                code: Code::SystemError,
+                detail,
+            });
+            let ended = self
+                .store
+                .blocking(move |store| store.end_operation(&record, result, reason.as_ref(), None))
+                .await;
+            if let Err(err) = ended {
+                tracing::error!(app_id, %err, "recording the interrupted backup's end");
+            }
+            self.changed(&app_id);
         }
     }
 

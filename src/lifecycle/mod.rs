@@ -479,7 +479,7 @@ impl Lifecycle {
     /// At start-up: installs that were under way when the daemon stopped go back to the
     /// queue, after what they had made is removed (their data stays); upgrades roll
     /// back; uninstalls a crash cut short are finished, deleting what they were asked
-    /// to; then the queue runs.
+    /// to; backups cut short are cleaned up after; then the queue runs.
     pub async fn reconcile(self: Arc<Self>) {
         // No pull runs yet: any lease of ours belongs to one a crash interrupted.
         match self.backends.containers.release_stale_leases().await {
@@ -517,6 +517,7 @@ impl Lifecycle {
         self.report_strangers().await;
         tokio::join!(
             self.finish_interrupted_uninstalls(),
+            self.finish_interrupted_backups(),
             self.clone().run_queue()
         );
     }
