@@ -190,17 +190,21 @@ impl Lifecycle {
     /// change: read later, a phase that lasted less than the reader's delay (queuing,
     /// at times) would never be seen.
     fn changed(&self, app_id: &str) {
-        let record = match self.store.get(app_id) {
-            Ok(record) => record,
+        if self.record_changed(app_id) {
+            tokio::spawn(self.model.clone().read_unit(app_id.to_string(), false));
+        }
+    }
+
+    /// The model takes the app's record as stored now; whether its unit is to be read.
+    fn record_changed(&self, app_id: &str) -> bool {
+        match self.store.get(app_id) {
+            // Not the registry's progress: this runs under its lock at times (an
+            // install's start). The progress comes with the next look at it.
+            Ok(record) => self.model.set_record(app_id, record),
             Err(err) => {
                 tracing::warn!(app_id, %err, "reading the changed app");
-                return;
+                false
             }
-        };
-        // Not the registry's progress: this runs under its lock at times (an install's
-        // start). The progress comes with the next look at it.
-        if self.model.set_record(app_id, record) {
-            tokio::spawn(self.model.clone().read_unit(app_id.to_string(), false));
         }
     }
 
@@ -267,7 +271,13 @@ impl Lifecycle {
             .store
             .blocking(move |store| store.transition(&moved, transition, reason.as_ref()))
             .await?;
-        self.changed(&app.app_id);
+        // An app that just became installed is served with its unit read.
+        if self.record_changed(&app.app_id) {
+            self.model
+                .clone()
+                .read_unit(app.app_id.clone(), false)
+                .await;
+        }
         Ok(from)
     }
 
