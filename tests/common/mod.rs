@@ -222,9 +222,15 @@ async fn request(socket: &Path, call: Call) -> (u16, String, hyper::Response<Inc
     (status, content_type, response)
 }
 
-pub async fn send(socket: &Path, call: Call) -> Reply {
+/// One request's status, content type and body, unparsed: what timing the daemon sees.
+pub async fn fetch(socket: &Path, call: Call) -> (u16, String, Bytes) {
     let (status, content_type, response) = request(socket, call).await;
     let raw = response.into_body().collect().await.unwrap().to_bytes();
+    (status, content_type, raw)
+}
+
+pub async fn send(socket: &Path, call: Call) -> Reply {
+    let (status, content_type, raw) = fetch(socket, call).await;
     let json = if content_type == "application/json" {
         serde_json::from_slice(&raw).unwrap()
     } else {
