@@ -119,6 +119,9 @@ pub struct Systemd {
     /// needed, not cached: a proxy caching a unit's 300 properties cost the daemon
     /// 0.5 MB an app, and the state model reads a unit only when it changed.
     paths: Mutex<HashMap<String, OwnedObjectPath>>,
+    /// Reads in flight at once: dbus-daemon refuses a connection more than 128 pending
+    /// replies, and the state model may read every unit at once (100 apps after a boot).
+    reads: tokio::sync::Semaphore,
     /// Boot links changed on disk and systemd has not reloaded since; a reload follows
     /// once jobs stop coming (see `reload_after_job`).
     links: Arc<LinkReload>,
@@ -136,6 +139,7 @@ struct LinkReload {
 }
 
 const RELOAD_QUIET: Duration = Duration::from_secs(2);
+const READS_AT_ONCE: usize = 32;
 
 impl LinkReload {
     fn job_began(&self) {
@@ -170,6 +174,7 @@ impl Systemd {
             connection,
             unit_dir,
             paths: Mutex::default(),
+            reads: tokio::sync::Semaphore::new(READS_AT_ONCE),
             links: Arc::default(),
         })
     }
@@ -332,6 +337,11 @@ impl Systemd {
 
     /// The unit's ActiveState now. An unknown unit is inactive.
     pub async fn state(&self, unit: &str) -> Result<UnitState> {
+        let _read = self.reads.acquire().await;
+        self.active_state(unit).await
+    }
+
+    async fn active_state(&self, unit: &str) -> Result<UnitState> {
         let proxy = self.unit(unit).await?;
         let state = proxy
             .active_state()
@@ -343,7 +353,8 @@ impl Systemd {
     /// The unit's state with what explains it: whether it waits to be restarted after
     /// a failure, and the status text its main process last sent.
     pub async fn status(&self, unit: &str) -> Result<UnitStatus> {
-        let state = self.state(unit).await?;
+        let _read = self.reads.acquire().await;
+        let state = self.active_state(unit).await?;
         let sub_state = self
             .unit(unit)
             .await?
@@ -366,11 +377,10 @@ impl Systemd {
     /// What a slice and everything in it use now, from systemd's cgroup accounting;
     /// a figure systemd does not have (its accounting is off) is 0.
     pub async fn slice_usage(&self, slice: &str) -> Result<Usage> {
-        let path = retried(|| self.manager.load_unit(slice.to_string()))
-            .await
-            .map_err(call_error("LoadUnit", slice))?;
+        let _read = self.reads.acquire().await;
         let proxy = SliceProxy::builder(&self.connection)
-            .path(path)
+            .path(self.path(slice).await?)
+            .cache_properties(CacheProperties::No)
             .build()
             .await
             .map_err(call_error("LoadUnit", slice))?;
@@ -390,6 +400,7 @@ impl Systemd {
 
     /// The PID of the unit's main process, 0 when it has none.
     pub async fn main_pid(&self, unit: &str) -> Result<u32> {
+        let _read = self.reads.acquire().await;
         self.service(unit)
             .await?
             .main_pid()
