@@ -202,6 +202,10 @@ impl Pipe {
                 size: 0,
             };
             let mut encoder = zstd::Encoder::new(hashing, LEVEL)?;
+            // zstd's own workers compress while this thread hashes and writes: a
+            // bundle is made at the speed of reading the data, not of one core's zstd.
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            encoder.multithread(cores.min(4) as u32)?;
             for chunk in received {
                 encoder.write_all(&chunk)?;
             }
