@@ -59,16 +59,20 @@ impl Lifecycle {
         self.wake.notify_one();
     }
 
+    /// The app's catalog entry: the catalog may have dropped it since it was installed.
+    pub(super) fn catalog_app(&self, app: &AppRecord) -> Result<&CatalogApp, InstallError> {
+        self.catalog
+            .get(&app.app_name)
+            .ok_or_else(|| InstallError::NotInCatalog(app.app_name.clone()))
+    }
+
     async fn install_phases(
         &self,
         app: &AppRecord,
         progress: &Arc<Progress>,
         cancel: &CancellationToken,
     ) -> Result<(), InstallError> {
-        let catalog_app = self
-            .catalog
-            .get(&app.app_name)
-            .ok_or_else(|| InstallError::NotInCatalog(app.app_name.clone()))?;
+        let catalog_app = self.catalog_app(app)?;
         let folder = AppFolder::new(&self.config.state_dir, &app.app_id);
         // A restore puts the backup's data, credentials and images in place first.
         let restoring = app.operation.as_ref().and_then(|o| match o.kind {

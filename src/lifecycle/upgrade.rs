@@ -186,10 +186,7 @@ impl Lifecycle {
         point: &mut RollbackPoint,
         progress: &Arc<Progress>,
     ) -> Result<(), InstallError> {
-        let catalog_app = self
-            .catalog
-            .get(&app.app_name)
-            .ok_or_else(|| InstallError::NotInCatalog(app.app_name.clone()))?;
+        let catalog_app = self.catalog_app(app)?;
         let folder = AppFolder::new(&self.config.state_dir, &app.app_id);
         let target = AppRecord {
             app_version: point.to_version.clone(),
@@ -434,10 +431,7 @@ impl Lifecycle {
                 .await
                 .map_err(|e| InstallError::Plan(e.to_string()))??;
         }
-        let catalog_app = self
-            .catalog
-            .get(&app.app_name)
-            .ok_or_else(|| InstallError::NotInCatalog(app.app_name.clone()))?;
+        let catalog_app = self.catalog_app(app)?;
         let old = AppRecord {
             app_version: point.from_version.clone(),
             ..app.clone()

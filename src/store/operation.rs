@@ -281,18 +281,27 @@ mod tests {
     use crate::store::{NewApp, Phase, Transition};
     use std::collections::BTreeSet;
 
-    #[test]
-    fn installs_and_operations_end_as_last_operation() {
+    fn opened() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("db")).unwrap();
-        let new = NewApp {
-            app_id: "aa",
-            app_name: "wordpress",
-            app_version: "6.8",
+        (dir, store)
+    }
+
+    fn new_app<'a>(app_id: &'a str, app_name: &'a str, app_version: &'a str) -> NewApp<'a> {
+        NewApp {
+            app_id,
+            app_name,
+            app_version,
             password: "secret",
             default_port: 9001,
             fixed_port: false,
-        };
+        }
+    }
+
+    #[test]
+    fn installs_and_operations_end_as_last_operation() {
+        let (_dir, store) = opened();
+        let new = new_app("aa", "wordpress", "6.8");
         let app = store
             .insert_queued_for(
                 &new,
@@ -347,16 +356,8 @@ mod tests {
 
     #[test]
     fn upgrades_end_with_the_new_version_or_roll_back_to_the_old() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let new = NewApp {
-            app_id: "up",
-            app_name: "duo",
-            app_version: "1",
-            password: "secret",
-            default_port: 9001,
-            fixed_port: false,
-        };
+        let (_dir, store) = opened();
+        let new = new_app("up", "duo", "1");
         let app = store.insert_queued(&new, &BTreeSet::new()).unwrap();
         for step in [
             Transition::Dequeue,
