@@ -114,20 +114,28 @@ impl Host {
     }
 
     /// The web page of an app, fetched inside its network namespace.
+    ///
+    /// Tried for up to 5 s: an app without a health check is running once its
+    /// containers are, which may be before its server listens.
     pub fn page(&self, app_id: &str) -> String {
-        let out = self.sandbox.run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &format!("appunit-{app_id}"),
-                "busybox",
-                "wget",
-                "-qO-",
-                "http://127.0.0.1:80/",
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        let netns = format!("appunit-{app_id}");
+        let args = [
+            "netns",
+            "exec",
+            &netns,
+            "busybox",
+            "wget",
+            "-qO-",
+            "http://127.0.0.1:80/",
+        ];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let out = self.sandbox.run("ip", &args);
+            if out.status.success() || Instant::now() > deadline {
+                return String::from_utf8_lossy(&out.stdout).to_string();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Starts appunitd.socket; the first request starts appunitd (socket activation),
