@@ -36,36 +36,22 @@ impl Lifecycle {
         path: PathBuf,
         include_images: bool,
     ) -> Result<(), AppError> {
-        let (told, answer) = tokio::sync::oneshot::channel();
-        let lifecycle = self.clone();
-        tokio::spawn(async move {
-            let app_id = record.app_id.clone();
-            let _busy = match lifecycle.begin(&app_id, Operation::Backup) {
-                Ok(busy) => busy,
-                Err(err) => {
-                    let _ = told.send(Err(err));
-                    return;
-                }
-            };
-            let info = OperationInfo {
-                kind: OperationKind::Backup,
-                from_version: Some(record.app_version.clone()),
-                to_version: None,
-                source: path.file_name().map(|n| n.to_string_lossy().to_string()),
-            };
-            let began = lifecycle
+        let app_id = record.app_id.clone();
+        let info = OperationInfo {
+            kind: OperationKind::Backup,
+            from_version: Some(record.app_version.clone()),
+            to_version: None,
+            source: path.file_name().map(|n| n.to_string_lossy().to_string()),
+        };
+        let begin = move |lifecycle: Arc<Lifecycle>| async move {
+            lifecycle
                 .store
                 .blocking(move |store| store.begin_operation(&record, &info))
-                .await;
-            let record = match began {
-                Ok(record) => record,
-                Err(err) => {
-                    let _ = told.send(Err(AppError::Busy(err.to_string())));
-                    return;
-                }
-            };
-            let _ = told.send(Ok(()));
-            lifecycle.changed(&app_id);
+                .await
+                .map_err(|err| AppError::Busy(err.to_string()))
+        };
+        let run = move |lifecycle: Arc<Lifecycle>, record: AppRecord| async move {
+            let app_id = record.app_id.clone();
             let outcome = lifecycle.backup(&record, &path, include_images).await;
             let (result, reason, downtime_ms) = match outcome {
                 Ok(downtime_ms) => {
@@ -90,10 +76,9 @@ impl Lifecycle {
                 tracing::error!(app_id, %err, "recording the backup's end");
             }
             lifecycle.changed(&app_id);
-        });
-        answer
+        };
+        self.in_background(&app_id, Operation::Backup, begin, run)
             .await
-            .map_err(|_| AppError::System("the backup task ended at once".into()))?
     }
 
     /// Writes the bundle; the app's downtime in ms.

@@ -253,6 +253,47 @@ impl Lifecycle {
         })
     }
 
+    /// Runs an operation on an installed app in the background under the app's busy
+    /// guard. Answers once `begin` says whether it is under way; `run` then goes on with
+    /// what `begin` gave.
+    async fn in_background<T, Begin, Run>(
+        self: &Arc<Self>,
+        app_id: &str,
+        operation: Operation,
+        begin: impl FnOnce(Arc<Self>) -> Begin + Send + 'static,
+        run: impl FnOnce(Arc<Self>, T) -> Run + Send + 'static,
+    ) -> Result<(), AppError>
+    where
+        T: Send + 'static,
+        Begin: Future<Output = Result<T, AppError>> + Send,
+        Run: Future<Output = ()> + Send,
+    {
+        let (told, answer) = tokio::sync::oneshot::channel();
+        let (lifecycle, app_id) = (self.clone(), app_id.to_string());
+        tokio::spawn(async move {
+            let _busy = match lifecycle.begin(&app_id, operation) {
+                Ok(busy) => busy,
+                Err(err) => {
+                    let _ = told.send(Err(err));
+                    return;
+                }
+            };
+            let began = match begin(lifecycle.clone()).await {
+                Ok(began) => began,
+                Err(err) => {
+                    let _ = told.send(Err(err));
+                    return;
+                }
+            };
+            let _ = told.send(Ok(()));
+            lifecycle.changed(&app_id);
+            run(lifecycle.clone(), began).await;
+        });
+        answer
+            .await
+            .map_err(|_| AppError::System(format!("{} ended at once", operation.action_name())))?
+    }
+
     /// Wakes the install queue: an app was queued.
     pub fn queued(&self, app_id: &str) {
         self.changed(app_id);

@@ -81,33 +81,20 @@ impl Lifecycle {
         record: AppRecord,
         to_version: String,
     ) -> Result<(), AppError> {
-        let (told, answer) = tokio::sync::oneshot::channel();
-        let lifecycle = self.clone();
-        tokio::spawn(async move {
-            let app_id = record.app_id.clone();
-            let _busy = match lifecycle.begin(&app_id, Operation::Upgrade) {
-                Ok(busy) => busy,
-                Err(err) => {
-                    let _ = told.send(Err(err));
-                    return;
-                }
-            };
+        let app_id = record.app_id.clone();
+        let begin = move |lifecycle: Arc<Lifecycle>| async move {
             let progress = Arc::new(Progress::default());
-            lifecycle.registry.show_progress(&app_id, progress.clone());
-            let record = match lifecycle.begin_upgrade(record, &to_version).await {
-                Ok(record) => record,
-                Err(err) => {
-                    let _ = told.send(Err(err));
-                    return;
-                }
-            };
-            let _ = told.send(Ok(()));
-            lifecycle.changed(&app_id);
-            lifecycle.upgrade(&record, &progress).await;
-        });
-        answer
+            lifecycle
+                .registry
+                .show_progress(&record.app_id, progress.clone());
+            let record = lifecycle.begin_upgrade(record, &to_version).await?;
+            Ok((record, progress))
+        };
+        let run = |lifecycle: Arc<Lifecycle>, (record, progress): (AppRecord, Arc<Progress>)| async move {
+            lifecycle.upgrade(&record, &progress).await
+        };
+        self.in_background(&app_id, Operation::Upgrade, begin, run)
             .await
-            .map_err(|_| AppError::System("the upgrade task ended at once".into()))?
     }
 
     /// Records the rollback point, then the operation and the phase, in that order: an
