@@ -336,7 +336,11 @@ impl Lifecycle {
                         tracing::error!(%err, "reading the install queue");
                         Vec::new()
                     });
-                for app in queued {
+                // An app queued while the store was read is taken at its own wake-up.
+                for app in queued
+                    .into_iter()
+                    .filter(|app| self.model.shows_queued(app))
+                {
                     let Ok(slot) = slots.clone().acquire_owned().await else {
                         return;
                     };

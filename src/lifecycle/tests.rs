@@ -173,6 +173,40 @@ async fn an_install_walks_every_phase_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_takes_no_app_before_events_showed_it_queued() {
+    let bench = bench(7, 2);
+    let mut events = bench.lifecycle.model().subscribe();
+    let queue = tokio::spawn(bench.lifecycle.clone().run_queue());
+    // Stored, as by an AppInstall whose answer is not yet back, while the queue reads.
+    let app = NewApp {
+        app_id: "early",
+        app_name: "duo",
+        app_version: "1",
+        password: "secret",
+        default_port: 9100,
+        fixed_port: false,
+    };
+    bench.store.insert_queued(&app, &BTreeSet::new()).unwrap();
+    bench.lifecycle.wake.notify_one();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(bench.record("early").unwrap().phase, Phase::Queuing);
+
+    bench.lifecycle.queued("early");
+    let mut shown = Vec::new();
+    while shown.last() != Some(&Phase::Installed) {
+        let app = tokio::time::timeout(Duration::from_secs(10), events.recv())
+            .await
+            .expect("no event within 10 s")
+            .unwrap();
+        if shown.last() != Some(&app.record.phase) {
+            shown.push(app.record.phase);
+        }
+    }
+    assert_eq!(shown[..2], [Phase::Queuing, Phase::Pulling], "{shown:?}");
+    queue.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_pull_is_an_error_with_its_reason_and_leaves_nothing() {
     let bench = bench(2, 2);
     bench.host.pulls_fail.store(true, Ordering::SeqCst);

@@ -149,6 +149,14 @@ impl Model {
             .collect()
     }
 
+    /// Whether /Events has been told this install of the app is queued: the queue takes
+    /// no app before, or its `00` could be lost to the pull's `10`.
+    pub fn shows_queued(&self, app: &AppRecord) -> bool {
+        self.read().get(&app.app_id).is_some_and(|shown| {
+            shown.record.phase == Phase::Queuing && shown.record.serial == app.serial
+        })
+    }
+
     /// The store wrote the app's record (None: removed it). Whether its unit must be
     /// read (it was just installed).
     pub fn set_record(&self, app_id: &str, record: Option<AppRecord>) -> bool {
