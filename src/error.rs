@@ -198,7 +198,10 @@ impl AppError {
 
 impl From<crate::store::StoreError> for AppError {
     fn from(err: crate::store::StoreError) -> Self {
-        AppError::System(err.to_string())
+        match err {
+            crate::store::StoreError::Busy(..) => AppError::Busy(err.to_string()),
+            err => AppError::System(err.to_string()),
+        }
     }
 }
 

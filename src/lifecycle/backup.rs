@@ -48,7 +48,7 @@ impl Lifecycle {
                 .store
                 .blocking(move |store| store.begin_operation(&record, &info))
                 .await
-                .map_err(|err| AppError::Busy(err.to_string()))
+                .map_err(AppError::from)
         };
         let run = move |lifecycle: Arc<Lifecycle>, record: AppRecord| async move {
             let app_id = record.app_id.clone();

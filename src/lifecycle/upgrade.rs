@@ -134,9 +134,7 @@ impl Lifecycle {
         began.map_err(|err| {
             let _ = std::fs::remove_file(point_file(&folder));
             match err {
-                StoreError::Refused { .. } | StoreError::Corrupt(..) => {
-                    AppError::Busy(err.to_string())
-                }
+                StoreError::Refused { .. } => AppError::Busy(err.to_string()),
                 err => err.into(),
             }
         })

@@ -134,6 +134,8 @@ pub enum StoreError {
     NoFreePort(u16),
     #[error("host port {0} is taken: the app's web service listens on it on the host's network")]
     FixedPortTaken(u16),
+    #[error("{0}: {1}")]
+    Busy(String, String),
     #[error("corrupt record {0:?}: {1}")]
     Corrupt(String, String),
     #[error("{transition:?} of {app_id} refused: {}", found.map_or("it is gone (or installed anew)".to_string(), |p| format!("it is {}", p.as_str())))]

@@ -182,12 +182,47 @@ pub(super) fn end(
 }
 
 impl Store {
-    /// Marks `info` as under way on an installed app; refused when the record changed
-    /// (another install of the name) or another operation is recorded.
+    /// Marks `info` as under way on an installed app; Busy when another operation is
+    /// recorded or the record changed (another install of the name).
     pub fn begin_operation(
         &self,
         app: &AppRecord,
         info: &OperationInfo,
+    ) -> Result<AppRecord, StoreError> {
+        self.begin_with(app, info, |_| Ok(()))
+    }
+
+    /// Ends the app's operation with its outcome.
+    pub fn end_operation(
+        &self,
+        app: &AppRecord,
+        result: OperationResult,
+        reason: Option<&StatusReason>,
+        downtime_ms: Option<u64>,
+    ) -> Result<(), StoreError> {
+        end(&self.conn(), app, result, reason, downtime_ms)
+    }
+
+    /// Begins an upgrade of an installed app in one transaction: the operation is
+    /// recorded and the app enters the install's phases (`Transition::Upgrade`).
+    /// Busy when another operation is under way; Refused when the app is not installed.
+    pub fn begin_upgrade(
+        &self,
+        app: &AppRecord,
+        info: &OperationInfo,
+    ) -> Result<AppRecord, StoreError> {
+        self.begin_with(app, info, |tx| {
+            super::apply_in(tx, app, super::Transition::Upgrade, None, None).map(drop)
+        })
+    }
+
+    /// Records `info` as under way unless another operation is, and does `also` in
+    /// the same transaction; the record as it then is.
+    fn begin_with(
+        &self,
+        app: &AppRecord,
+        info: &OperationInfo,
+        also: impl FnOnce(&Connection) -> Result<(), StoreError>,
     ) -> Result<AppRecord, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -205,60 +240,14 @@ impl Store {
                 info.source,
             ],
         )?;
-        let record = read_one(&tx, &app.app_id)?;
         if changed == 0 {
-            return Err(StoreError::Corrupt(
-                app.app_id.clone(),
-                match record.and_then(|r| r.operation) {
-                    Some(other) => format!("{} is under way", other.kind.as_str()),
-                    None => "the app changed meanwhile".into(),
-                },
-            ));
+            let busy = match read_one(&tx, &app.app_id)?.and_then(|r| r.operation) {
+                Some(other) => format!("{} is under way", other.kind.as_str()),
+                None => "the app changed meanwhile".into(),
+            };
+            return Err(StoreError::Busy(app.app_id.clone(), busy));
         }
-        tx.commit()?;
-        record.ok_or_else(|| StoreError::Corrupt(app.app_id.clone(), "vanished".into()))
-    }
-
-    /// Ends the app's operation with its outcome.
-    pub fn end_operation(
-        &self,
-        app: &AppRecord,
-        result: OperationResult,
-        reason: Option<&StatusReason>,
-        downtime_ms: Option<u64>,
-    ) -> Result<(), StoreError> {
-        end(&self.conn(), app, result, reason, downtime_ms)
-    }
-
-    /// Begins an upgrade of an installed app in one transaction: the operation is
-    /// recorded and the app enters the install's phases (`Transition::Upgrade`).
-    /// Refused when another operation is under way or the app is not installed.
-    pub fn begin_upgrade(
-        &self,
-        app: &AppRecord,
-        info: &OperationInfo,
-    ) -> Result<AppRecord, StoreError> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        if let Some(other) = read_one(&tx, &app.app_id)?.and_then(|r| r.operation) {
-            return Err(StoreError::Corrupt(
-                app.app_id.clone(),
-                format!("{} is under way", other.kind.as_str()),
-            ));
-        }
-        super::apply_in(&tx, app, super::Transition::Upgrade, None, None)?;
-        tx.execute(
-            "UPDATE apps SET op_kind = ?3, op_from = ?4, op_to = ?5, op_source = ?6
-             WHERE app_id = ?1 AND serial = ?2",
-            params![
-                app.app_id,
-                app.serial,
-                info.kind.as_str(),
-                info.from_version,
-                info.to_version,
-                info.source,
-            ],
-        )?;
+        also(&tx)?;
         let record = read_one(&tx, &app.app_id)?
             .ok_or_else(|| StoreError::Corrupt(app.app_id.clone(), "vanished".into()))?;
         tx.commit()?;
@@ -336,7 +325,8 @@ mod tests {
             source: None,
         };
         let busy = store.begin_operation(&done, &backup).unwrap();
-        assert!(store.begin_operation(&done, &backup).is_err());
+        let again = store.begin_operation(&done, &backup);
+        assert!(matches!(again, Err(StoreError::Busy(..))), "{again:?}");
         assert_eq!(
             store.with_operation(OperationKind::Backup).unwrap().len(),
             1
@@ -376,7 +366,8 @@ mod tests {
         let installed = store.get("up").unwrap().unwrap();
         let busy = store.begin_upgrade(&installed, &upgrade("bad")).unwrap();
         assert_eq!(busy.phase, Phase::Pulling);
-        assert!(store.begin_upgrade(&busy, &upgrade("bad")).is_err());
+        let again = store.begin_upgrade(&busy, &upgrade("bad"));
+        assert!(matches!(again, Err(StoreError::Busy(..))), "{again:?}");
         let reason = StatusReason {
             code: Code::ContainerError,
             detail: "health".into(),
