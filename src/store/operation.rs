@@ -276,6 +276,18 @@ mod tests {
         (dir, store)
     }
 
+    /// Walks the app through every install phase.
+    fn installed(store: &Store, app: &AppRecord) {
+        for step in [
+            Transition::Dequeue,
+            Transition::Pulled,
+            Transition::Created,
+            Transition::Started,
+        ] {
+            store.transition(app, step, None).unwrap();
+        }
+    }
+
     fn new_app<'a>(app_id: &'a str, app_name: &'a str, app_version: &'a str) -> NewApp<'a> {
         NewApp {
             app_id,
@@ -303,14 +315,7 @@ mod tests {
         assert_eq!(running.kind, OperationKind::Restore);
         assert_eq!(running.to_version.as_deref(), Some("6.8"));
         assert_eq!(running.source.as_deref(), Some("b.tar.zst"));
-        for step in [
-            Transition::Dequeue,
-            Transition::Pulled,
-            Transition::Created,
-            Transition::Started,
-        ] {
-            store.transition(&app, step, None).unwrap();
-        }
+        installed(&store, &app);
         let done = store.get("aa").unwrap().unwrap();
         assert!(done.operation.is_none());
         let last = done.last_operation.clone().unwrap();
@@ -349,14 +354,7 @@ mod tests {
         let (_dir, store) = opened();
         let new = new_app("up", "duo", "1");
         let app = store.insert_queued(&new, &BTreeSet::new()).unwrap();
-        for step in [
-            Transition::Dequeue,
-            Transition::Pulled,
-            Transition::Created,
-            Transition::Started,
-        ] {
-            store.transition(&app, step, None).unwrap();
-        }
+        installed(&store, &app);
         let upgrade = |to: &str| OperationInfo {
             kind: OperationKind::Upgrade,
             from_version: Some("1".into()),
