@@ -188,11 +188,7 @@ impl Lifecycle {
     /// renamed into place is not one), an app the backup stopped is started again, and
     /// the backup ends as failed, or as succeeded when its bundle was already in place.
     pub(super) async fn finish_interrupted_backups(&self) {
-        let cut = self
-            .store
-            .blocking(|store| store.with_operation(OperationKind::Backup))
-            .await
-            .unwrap_or_default();
+        let cut = self.cut_short(OperationKind::Backup).await;
         for record in cut {
             let app_id = record.app_id.clone();
             let Ok(_busy) = self.begin(&app_id, Operation::Backup) else {

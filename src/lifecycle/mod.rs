@@ -195,6 +195,17 @@ impl Lifecycle {
         }
     }
 
+    /// At start-up: the apps with an operation of `kind` that a crash cut short.
+    async fn cut_short(&self, kind: OperationKind) -> Vec<AppRecord> {
+        self.store
+            .blocking(move |store| store.with_operation(kind))
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(%err, "reading the operations under way");
+                Vec::new()
+            })
+    }
+
     /// The model takes the app's record as stored now; whether its unit is to be read.
     fn record_changed(&self, app_id: &str) -> bool {
         match self.store.get(app_id) {

@@ -465,11 +465,7 @@ impl Lifecycle {
 
     /// At start-up, before the queue runs: an upgrade a crash cut short rolls back.
     pub(super) async fn resume_upgrades(&self) {
-        let apps = self
-            .store
-            .blocking(|store| store.with_operation(OperationKind::Upgrade))
-            .await
-            .unwrap_or_default();
+        let apps = self.cut_short(OperationKind::Upgrade).await;
         for app in apps.into_iter().filter(|a| a.phase.is_installing()) {
             let app_id = app.app_id.as_str();
             let Ok(_busy) = self.begin(app_id, Operation::Upgrade) else {
