@@ -173,6 +173,10 @@ async fn rolls_back(host: &Host, app_id: &str, bad: &str, running: bool, cause: 
     assert_eq!(status["app_version"], "1", "{status}");
     let expected = if running { "running" } else { "stopped" };
     assert_eq!(status["status"], expected, "{app_id}: {status}");
+    assert!(last["downtime_ms"].is_u64(), "{app_id}: {status}");
+    if !running {
+        assert_eq!(last["downtime_ms"], 0, "{app_id}: {status}");
+    }
     assert_eq!(data_tree(host, app_id), before, "{app_id}: data changed");
     assert_runs_version(host, app_id, "1");
     assert!(
@@ -229,6 +233,9 @@ async fn upgrades(host: &Host, app_id: &str, password: &Value) {
     assert!(saw_progress, "no progress while pulling");
     let status = upgrade_ended(host, app_id).await;
     assert_eq!(status["last_operation"]["result"], "succeeded", "{status}");
+    // From the old version's stop until the new one passed its health checks.
+    let downtime = status["last_operation"]["downtime_ms"].as_u64();
+    assert!(downtime.is_some_and(|ms| ms > 0), "{status}");
     assert_eq!(status["status"], "running", "{status}");
     assert_eq!(status["app_version"], "2", "{status}");
     assert!(status["status_reason"].is_null(), "{status}");

@@ -318,10 +318,22 @@ impl Lifecycle {
         transition: Transition,
         reason: Option<StatusReason>,
     ) -> Result<Phase, StoreError> {
+        self.record(app, move |store, app| {
+            store.transition(app, transition, reason.as_ref())
+        })
+        .await
+    }
+
+    /// Writes the app's record with `write` on a blocking thread, and the model takes it.
+    async fn record(
+        &self,
+        app: &AppRecord,
+        write: impl FnOnce(&Store, &AppRecord) -> Result<Phase, StoreError> + Send + 'static,
+    ) -> Result<Phase, StoreError> {
         let moved = app.clone();
         let from = self
             .store
-            .blocking(move |store| store.transition(&moved, transition, reason.as_ref()))
+            .blocking(move |store| write(store, &moved))
             .await?;
         // An app that just became installed is served with its unit read.
         if self.record_changed(&app.app_id) {

@@ -432,9 +432,11 @@ async fn an_upgrade_succeeds_or_rolls_back_on_the_install_phases() {
     bench.until("the upgrade to 2", ended).await;
     let record = bench.record("up").unwrap();
     assert_eq!(record.app_version, "2");
-    assert_eq!(
-        record.last_operation.unwrap().result,
-        OperationResult::Succeeded
+    let last = record.last_operation.unwrap();
+    assert_eq!(last.result, OperationResult::Succeeded);
+    assert!(
+        last.downtime_ms.is_some(),
+        "the running app's downtime is known"
     );
     let calls = bench.calls();
     let pulled = calls
@@ -477,6 +479,7 @@ async fn an_upgrade_succeeds_or_rolls_back_on_the_install_phases() {
     let last = record.last_operation.unwrap();
     assert_eq!(last.result, OperationResult::RolledBack);
     assert!(last.reason.unwrap().detail.contains("manifest unknown"));
+    assert_eq!(last.downtime_ms, Some(0), "a failed pull stops nothing");
     assert!(
         bench.host.world().units["appunit-up.service"],
         "still running"

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// How long the started app must keep running, no container exiting, to pass the gate.
@@ -41,6 +41,25 @@ struct RollbackPoint {
     /// The backup (in backup_dir) of the old version's data and record, once written
     /// whole; until then the data was not touched.
     backup: Option<String>,
+    /// When this daemon stopped the old version (a crash loses it: downtime unknown).
+    #[serde(skip)]
+    stopped_at: Option<Instant>,
+    /// How long the app served nothing, once a version serves again.
+    #[serde(skip)]
+    downtime_ms: Option<u64>,
+}
+
+impl RollbackPoint {
+    /// The app serves again now: its downtime is since the old version stopped, none
+    /// when it was not running.
+    fn serving_again(&mut self) {
+        self.downtime_ms = if self.was_running {
+            self.stopped_at
+                .map(|at| at.elapsed().as_millis().try_into().unwrap_or(u64::MAX))
+        } else {
+            Some(0)
+        };
+    }
 }
 
 fn point_file(folder: &AppFolder) -> PathBuf {
@@ -119,6 +138,8 @@ impl Lifecycle {
             to_version: to_version.to_string(),
             was_running,
             backup: None,
+            stopped_at: None,
+            downtime_ms: None,
         };
         save_point(&folder, &point).map_err(|e| AppError::System(e.to_string()))?;
         let info = OperationInfo {
@@ -160,7 +181,7 @@ impl Lifecycle {
                     code: err.code(),
                     detail,
                 };
-                self.roll_back(app, &point, reason).await;
+                self.roll_back(app, &mut point, reason).await;
             }
         }
     }
@@ -189,6 +210,7 @@ impl Lifecycle {
         let unit = unit_name(&app.app_id);
         if point.was_running {
             self.backends.units.stop(&unit).await?;
+            point.stopped_at = Some(Instant::now());
         }
         point.backup = Some(self.save_rollback_backup(app, &folder).await?);
         save_point(&folder, point)?;
@@ -202,7 +224,22 @@ impl Lifecycle {
             .await?;
         self.transition(app, Transition::Created, None).await?;
         self.init(&target).await?;
+        point.serving_again();
         self.settle(&unit).await
+    }
+
+    /// Ends the upgrade with `transition` (`Started` or `RollBack`) and its downtime.
+    async fn end_upgrade(
+        &self,
+        app: &AppRecord,
+        transition: Transition,
+        reason: Option<StatusReason>,
+        downtime_ms: Option<u64>,
+    ) -> Result<Phase, StoreError> {
+        self.record(app, move |store, app| {
+            store.end_upgrade(app, transition, reason.as_ref(), downtime_ms)
+        })
+        .await
     }
 
     /// The health gate's second half: the unit stays active, nothing restarting, for
@@ -276,7 +313,8 @@ impl Lifecycle {
                 tracing::warn!(app_id, %err, "leaving the upgraded app stopped");
             }
         }
-        if let Err(err) = self.transition(app, Transition::Started, None).await {
+        let ended = self.end_upgrade(app, Transition::Started, None, point.downtime_ms);
+        if let Err(err) = ended.await {
             tracing::error!(app_id, %err, "recording the upgrade's end");
         }
         let folder = AppFolder::new(&self.config.state_dir, app_id);
@@ -332,7 +370,7 @@ impl Lifecycle {
 
     /// Puts the old version back as it was found and records the rollback. In
     /// `pulling` nothing of the old version was touched: only the new images go.
-    async fn roll_back(&self, app: &AppRecord, point: &RollbackPoint, reason: StatusReason) {
+    async fn roll_back(&self, app: &AppRecord, point: &mut RollbackPoint, reason: StatusReason) {
         let app_id = app.app_id.as_str();
         let phase = self
             .store
@@ -349,10 +387,15 @@ impl Lifecycle {
         let new = self.references_of(app, &point.to_version);
         self.release_holds(app_id, old.intersection(&new), true)
             .await;
-        // In `pulling` nothing of the old version was touched.
+        // In `pulling` nothing of the old version was touched: it served throughout.
         let restored = match phase {
-            Some(Phase::Pulling) => Ok(()),
-            _ => self.restore_old_version(app, point).await,
+            Some(Phase::Pulling) => {
+                point.downtime_ms = Some(0);
+                Ok(())
+            }
+            _ => self.restore_old_version(app, point).await.map(|()| {
+                point.serving_again();
+            }),
         };
         self.remove_images(app_id, new.difference(&old)).await;
         let folder = AppFolder::new(&self.config.state_dir, app_id);
@@ -362,7 +405,7 @@ impl Lifecycle {
                 if let Some(name) = &point.backup {
                     let _ = backup::delete(&self.config.backup_dir().join(name));
                 }
-                self.transition(app, Transition::RollBack, Some(reason))
+                self.end_upgrade(app, Transition::RollBack, Some(reason), point.downtime_ms)
                     .await
             }
             // The rollback point may hold the only good copy of the data: it stays, and
@@ -459,6 +502,8 @@ impl Lifecycle {
                     .unwrap_or_default(),
                 was_running: true,
                 backup: None,
+                stopped_at: None,
+                downtime_ms: None,
             }
         })
     }
@@ -476,7 +521,7 @@ impl Lifecycle {
                 phase = app.phase.as_str(),
                 "upgrade was interrupted: rolling it back"
             );
-            let point = self.point_of(&app);
+            let mut point = self.point_of(&app);
             let reason = StatusReason {
                 code: crate::error::Code::SystemError,
                 detail: format!(
@@ -485,7 +530,7 @@ impl Lifecycle {
                     app.phase.as_str()
                 ),
             };
-            self.roll_back(&app, &point, reason).await;
+            self.roll_back(&app, &mut point, reason).await;
         }
     }
 }

@@ -307,7 +307,19 @@ impl Store {
         transition: Transition,
         reason: Option<&StatusReason>,
     ) -> Result<Phase, StoreError> {
-        self.apply(app, transition, reason, None)
+        self.apply(app, transition, reason, None, None)
+    }
+
+    /// Ends an upgrade with `transition` (`Started` or `RollBack`), recording how long
+    /// the app served nothing (None: not known, after a crash).
+    pub fn end_upgrade(
+        &self,
+        app: &AppRecord,
+        transition: Transition,
+        reason: Option<&StatusReason>,
+        downtime_ms: Option<u64>,
+    ) -> Result<Phase, StoreError> {
+        self.apply(app, transition, reason, None, downtime_ms)
     }
 
     /// Moves the app to `Uninstalling`, recording what the uninstall deletes, so that one
@@ -317,7 +329,7 @@ impl Store {
         app: &AppRecord,
         request: UninstallRequest,
     ) -> Result<Phase, StoreError> {
-        self.apply(app, Transition::Uninstall, None, Some(request))
+        self.apply(app, Transition::Uninstall, None, Some(request), None)
     }
 
     fn apply(
@@ -326,10 +338,11 @@ impl Store {
         transition: Transition,
         reason: Option<&StatusReason>,
         request: Option<UninstallRequest>,
+        downtime_ms: Option<u64>,
     ) -> Result<Phase, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let from = apply_in(&tx, app, transition, reason, request)?;
+        let from = apply_in(&tx, app, transition, reason, request, downtime_ms)?;
         tx.commit()?;
         Ok(from)
     }
@@ -446,6 +459,7 @@ fn apply_in(
     transition: Transition,
     reason: Option<&StatusReason>,
     request: Option<UninstallRequest>,
+    downtime_ms: Option<u64>,
 ) -> Result<Phase, StoreError> {
     let found = read_one(tx, &app.app_id)?
         .filter(|record| record.serial == app.serial)
@@ -486,11 +500,11 @@ fn apply_in(
                  WHERE app_id = ?1 AND serial = ?2 AND op_kind = 'upgrade' AND op_to IS NOT NULL",
                 params![app.app_id, app.serial],
             )?;
-            operation::end(tx, app, OperationResult::Succeeded, None, None)?;
+            operation::end(tx, app, OperationResult::Succeeded, None, downtime_ms)?;
         }
         Transition::Fail => operation::end(tx, app, OperationResult::Failed, reason, None)?,
         Transition::RollBack => {
-            operation::end(tx, app, OperationResult::RolledBack, reason, None)?;
+            operation::end(tx, app, OperationResult::RolledBack, reason, downtime_ms)?;
         }
         _ => {}
     }

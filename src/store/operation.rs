@@ -212,7 +212,7 @@ impl Store {
         info: &OperationInfo,
     ) -> Result<AppRecord, StoreError> {
         self.begin_with(app, info, |tx| {
-            super::apply_in(tx, app, super::Transition::Upgrade, None, None).map(drop)
+            super::apply_in(tx, app, super::Transition::Upgrade, None, None, None).map(drop)
         })
     }
 
