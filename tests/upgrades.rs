@@ -4,7 +4,8 @@
 //! one that crashes after it was ready, one that spoils the data and fails (from a
 //! stopped app), and one whose image is missing each end on the old version, in the
 //! state the app was in, with the data tree as it was and nothing of the failed version
-//! left; a daemon killed in each upgrade phase converges at its next start.
+//! left; a daemon killed in each upgrade phase converges at its next start; a rollback
+//! that cannot make the old version again fails the app but keeps its data in a backup.
 
 mod common;
 
@@ -17,14 +18,16 @@ use std::time::Duration;
 
 /// The test registry's busybox images under the fixture's tags: 2 is the large one,
 /// so its pull lasts long enough to be watched.
-fn publish_evolve(host: &Host) {
-    for (from, to) in [
-        ("busybox:1", "1"),
-        ("busybox:2", "2"),
-        ("busybox:1", "unhealthy"),
-        ("busybox:1", "crash"),
-        ("busybox:1", "spoil"),
-    ] {
+const EVOLVE_TAGS: [(&str, &str); 5] = [
+    ("busybox:1", "1"),
+    ("busybox:2", "2"),
+    ("busybox:1", "unhealthy"),
+    ("busybox:1", "crash"),
+    ("busybox:1", "spoil"),
+];
+
+fn publish_evolve(host: &Host, tags: &[(&str, &str)]) {
+    for (from, to) in tags {
         let out = host.sandbox.run(
             "skopeo",
             &[
@@ -283,7 +286,7 @@ async fn killed_in(host: &Host, app_id: &str, phase: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn upgrades_succeed_or_roll_back_data_and_images_together() {
     let host = Host::boot();
-    publish_evolve(&host);
+    publish_evolve(&host, &EVOLVE_TAGS);
 
     // Validation, in the seed's order.
     for (query, code) in [
@@ -396,8 +399,79 @@ async fn upgrades_succeed_or_roll_back_data_and_images_together() {
         images(&host)
     );
 
+    cannot_roll_back_but_keeps_the_data(&host).await;
+
     let leases = host
         .sandbox
         .run("ctr", &["-n", "appunit", "leases", "ls", "-q"]);
     assert!(String::from_utf8_lossy(&leases.stdout).trim().is_empty());
+}
+
+/// A rollback that cannot make the old version again (its image went from containerd
+/// and the registry is down) loses no data: the app fails naming the rollback point's
+/// backup, which is kept, and restores the data as it was.
+async fn cannot_roll_back_but_keeps_the_data(host: &Host) {
+    let app_id = "evmissing";
+    let before = data_tree(host, app_id);
+    upgrade(host, app_id, "unhealthy").await;
+    // In `12` the old containers are gone and the new ones wait for health.
+    host.watch(app_id, Duration::from_secs(60), |s| {
+        s["status_code"] == "12"
+    })
+    .await;
+    host.sandbox.systemctl(&["stop", "test-registry.service"]);
+    let removed = host.sandbox.run(
+        "ctr",
+        &[
+            "-n",
+            "appunit",
+            "images",
+            "rm",
+            "127.0.0.1:5000/test/evolve:1",
+        ],
+    );
+    assert!(removed.status.success(), "{removed:?}");
+
+    let status = upgrade_ended(host, app_id).await;
+    let last = &status["last_operation"];
+    assert_eq!(last["result"], "failed", "{status}");
+    assert_eq!(status["status"], "error", "{status}");
+    let detail = last["reason"]["Detail"].as_str().unwrap_or_default();
+    let backup = detail
+        .split_once("is in the backup ")
+        .map(|(_, name)| name.trim().to_string())
+        .unwrap_or_else(|| panic!("no backup named in {detail:?}"));
+    let listed = host
+        .call("AppBackupList", &format!("app_id={app_id}"))
+        .await;
+    assert!(
+        listed
+            .data()
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["backup"] == backup.as_str()),
+        "{backup} not listed: {listed:?}"
+    );
+
+    host.sandbox.start_registry();
+    publish_evolve(host, &EVOLVE_TAGS[..1]);
+    let restore = host
+        .call(
+            "AppRestore",
+            &format!("backup={backup}&customer_app_name=evfound"),
+        )
+        .await;
+    assert_eq!(restore.status, 200, "{restore:?}");
+    let (status, _) = host
+        .watch("evfound", Duration::from_secs(120), settled)
+        .await;
+    assert_eq!(status["status"], "running", "{status}");
+    // The web service writes its page on start, naming the app: the database is the data.
+    let database = |tree: BTreeMap<String, (u32, Vec<u8>)>| -> BTreeMap<_, _> {
+        tree.into_iter()
+            .filter(|(path, _)| path.starts_with("dbdata"))
+            .collect()
+    };
+    assert_eq!(database(data_tree(host, "evfound")), database(before));
 }
