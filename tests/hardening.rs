@@ -6,7 +6,6 @@ mod common;
 
 use common::host::{Host, settled};
 use common::sandbox::{APPUNITD_INSIDE, REPO_INSIDE, Sandbox};
-use std::process::Output;
 use std::time::Duration;
 
 /// The overall exposure the README records for each unit (section "Hardening"): a
@@ -15,28 +14,10 @@ const DAEMON_EXPOSURE: f64 = 5.0;
 const APP_EXPOSURE: f64 = 4.4;
 const GATEWAY_EXPOSURE: f64 = 1.4;
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn must(sandbox: &Sandbox, program: &str, args: &[&str]) -> String {
-    let output = sandbox.run(program, args);
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        text(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
-}
-
 /// `systemd-analyze security UNIT`'s overall exposure level (0.0 safest … 10.0).
 fn exposure(sandbox: &Sandbox, unit: &str) -> f64 {
     let report = sandbox.run("systemd-analyze", &["security", "--no-pager", unit]);
-    let report = text(&report);
+    let report = common::text(&report);
     let prefix = format!("Overall exposure level for {unit}: ");
     report
         .lines()
@@ -80,7 +61,7 @@ async fn an_install_leaves_a_root_only_state_tree_and_hardened_units() {
         ("/var/lib/appunit/appunit.db", "600"),
     ] {
         assert_eq!(
-            must(sandbox, "stat", &["-c", "%a %U", path]),
+            sandbox.must("stat", &["-c", "%a %U", path]).trim(),
             format!("{mode} root"),
             "{path}"
         );
@@ -139,24 +120,22 @@ fn install_shipped(sandbox: &Sandbox) {
             "644",
         ),
     ] {
-        must(
-            sandbox,
+        sandbox.must(
             "install",
             &["-D", "-m", mode, &format!("{REPO_INSIDE}/{from}"), to],
         );
     }
-    must(sandbox, "systemd-sysusers", &["appunit.conf"]);
-    must(sandbox, "touch", &["/etc/appunit/config.toml"]);
+    sandbox.must("systemd-sysusers", &["appunit.conf"]);
+    sandbox.must("touch", &["/etc/appunit/config.toml"]);
     // The operator's password, root's alone (user admin, password s3cret).
-    must(
-        sandbox,
+    sandbox.must(
         "sh",
         &[
             "-c",
             "umask 077 && echo 'admin:{PLAIN}s3cret' > /etc/appunit/gateway.htpasswd",
         ],
     );
-    must(sandbox, "systemctl", &["daemon-reload"]);
+    sandbox.must("systemctl", &["daemon-reload"]);
 }
 
 /// `curl` inside the sandbox: (HTTP status, body).
@@ -172,8 +151,7 @@ fn curl(sandbox: &Sandbox, args: &[&str]) -> (String, String) {
 fn only_the_gateway_opens_the_socket_and_it_asks_for_a_password() {
     let sandbox = Sandbox::boot_with_overlay_root("");
     install_shipped(&sandbox);
-    must(
-        &sandbox,
+    sandbox.must(
         "systemctl",
         &["start", "appunitd.socket", "appunit-gateway.service"],
     );
@@ -182,18 +160,19 @@ fn only_the_gateway_opens_the_socket_and_it_asks_for_a_password() {
 
     // The gateway's own user is the socket group's only member.
     assert_eq!(
-        must(
-            &sandbox,
-            "stat",
-            &["-c", "%a %G", "/run/appunit/appunit.sock"]
-        ),
+        sandbox
+            .must("stat", &["-c", "%a %G", "/run/appunit/appunit.sock"])
+            .trim(),
         "660 appunit"
     );
-    let group = must(&sandbox, "getent", &["group", "appunit"]);
+    let group = sandbox
+        .must("getent", &["group", "appunit"])
+        .trim()
+        .to_string();
     assert_eq!(group.rsplit(':').next(), Some("appunit-gateway"), "{group}");
     let pid = sandbox.systemctl(&["show", "-P", "MainPID", "appunit-gateway.service"]);
     assert_eq!(
-        must(&sandbox, "ps", &["-o", "user=", "-p", &pid]),
+        sandbox.must("ps", &["-o", "user=", "-p", &pid]).trim(),
         "appunit-gateway"
     );
 
@@ -210,12 +189,12 @@ fn only_the_gateway_opens_the_socket_and_it_asks_for_a_password() {
         String::from_utf8_lossy(&www.stdout).trim(),
         (nix::errno::Errno::EACCES as i32).to_string(),
         "{}",
-        text(&www)
+        common::text(&www)
     );
 
     // Through the gateway: a password, then the API.
     let journal = || {
-        text(&sandbox.run(
+        common::text(&sandbox.run(
             "systemctl",
             &[
                 "status",

@@ -37,25 +37,6 @@ fn packages() -> &'static (PathBuf, PathBuf) {
     })
 }
 
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-/// A command inside the sandbox that must succeed; its output.
-fn must(sandbox: &Sandbox, program: &str, args: &[&str]) -> String {
-    let output = sandbox.run(program, args);
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        text(&output)
-    );
-    text(&output)
-}
-
 fn exists(sandbox: &Sandbox, path: &str) -> bool {
     sandbox.run("test", &["-e", path]).status.success()
 }
@@ -67,7 +48,7 @@ fn install(sandbox: &Sandbox, package: &Path, command: &[&str]) {
     std::fs::copy(package, sandbox.path(&inside[1..])).unwrap();
     let mut args = command[1..].to_vec();
     args.push(&inside);
-    must(sandbox, command[0], &args);
+    sandbox.must(command[0], &args);
     assert_eq!(
         sandbox.systemctl(&["is-enabled", "appunitd.socket"]),
         "enabled"
@@ -96,25 +77,22 @@ fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
         "inactive"
     );
     assert_eq!(
-        must(
-            &sandbox,
-            "stat",
-            &["-c", "%a %G", "/run/appunit/appunit.sock"]
-        )
-        .trim(),
+        sandbox
+            .must("stat", &["-c", "%a %G", "/run/appunit/appunit.sock"])
+            .trim(),
         "660 appunit"
     );
     // The state is root's alone; the gateway's user is the socket group's only member.
     assert_eq!(
-        must(
-            &sandbox,
+        sandbox.must(
             "stat",
             &["-c", "%a", "/var/lib/appunit", "/var/lib/appunit/apps"]
         ),
         "700\n700\n"
     );
     assert_eq!(
-        must(&sandbox, "getent", &["group", "appunit"])
+        sandbox
+            .must("getent", &["group", "appunit"])
             .trim()
             .rsplit(':')
             .next(),
@@ -131,8 +109,7 @@ fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
         &["sh"],
     );
     sandbox.push(image.layout.path(), "test/busybox:1");
-    must(
-        &sandbox,
+    sandbox.must(
         "cp",
         &[
             "-r",
@@ -144,8 +121,7 @@ fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
         "public_host = \"127.0.0.1\"\nunit_target = \"{TARGET}\"\n\
          [registries.\"127.0.0.1:5000\"]\ninsecure = true\n"
     );
-    must(
-        &sandbox,
+    sandbox.must(
         "sh",
         &[
             "-c",
@@ -153,46 +129,40 @@ fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
         ],
     );
     // A watchdog short enough to be seen fed within the test.
-    must(
-        &sandbox,
-        "mkdir",
-        &["-p", "/etc/systemd/system/appunitd.service.d"],
-    );
-    must(
-        &sandbox,
-        "sh",
+    sandbox.must("mkdir", &["-p", "/etc/systemd/system/appunitd.service.d"]);
+    sandbox.must("sh",
         &[
             "-c",
             "printf '[Service]\\nWatchdogSec=2\\n' > /etc/systemd/system/appunitd.service.d/watchdog.conf",
         ],
     );
-    must(&sandbox, "systemctl", &["daemon-reload"]);
+    sandbox.must("systemctl", &["daemon-reload"]);
 
     // Members of group appunit may use it; the first request starts the daemon.
-    must(
-        &sandbox,
-        "useradd",
-        &["--no-create-home", "-G", "appunit", "member"],
-    );
-    must(&sandbox, "useradd", &["--no-create-home", "outsider"]);
+    sandbox.must("useradd", &["--no-create-home", "-G", "appunit", "member"]);
+    sandbox.must("useradd", &["--no-create-home", "outsider"]);
     let listed = appunit_as(&sandbox, "member", &["list", "--json"]);
-    assert!(listed.status.success(), "appunit list: {}", text(&listed));
+    assert!(
+        listed.status.success(),
+        "appunit list: {}",
+        common::text(&listed)
+    );
     assert_eq!(
         serde_json::from_slice::<serde_json::Value>(&listed.stdout).unwrap(),
         serde_json::json!([])
     );
     let status = sandbox.run("systemctl", &["status", "appunitd.service"]);
     assert!(
-        text(&status).contains("Active: active (running)"),
+        common::text(&status).contains("Active: active (running)"),
         "{}",
-        text(&status)
+        common::text(&status)
     );
     let refused = appunit_as(&sandbox, "outsider", &["list"]);
-    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert_eq!(refused.status.code(), Some(1), "{}", common::text(&refused));
     assert!(
-        text(&refused).contains("ermission denied"),
+        common::text(&refused).contains("ermission denied"),
         "{}",
-        text(&refused)
+        common::text(&refused)
     );
 
     // Fed, the watchdog (2 s) leaves the same daemon running.
@@ -217,7 +187,11 @@ fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
     );
 
     let installed = appunit_as(&sandbox, "member", &["install", "duo", "--name", "shop"]);
-    assert!(installed.status.success(), "install: {}", text(&installed));
+    assert!(
+        installed.status.success(),
+        "install: {}",
+        common::text(&installed)
+    );
     assert_eq!(
         sandbox.systemctl(&["is-active", "appunit-shop.service"]),
         "active"
@@ -231,7 +205,7 @@ fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
     assert!(page(), "the app's port answers");
 
     // Removed: daemon and app stopped, units gone, ports released, state kept.
-    must(&sandbox, "dpkg", &["-r", "appunit"]);
+    sandbox.must("dpkg", &["-r", "appunit"]);
     for unit in [
         "appunitd.socket",
         "appunitd.service",
@@ -257,25 +231,17 @@ fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
     assert_eq!(shown["status_code"], "30", "{shown}");
 
     // Purged: no state, unit file, container or image of appunit's is left.
-    must(&sandbox, "dpkg", &["-P", "appunit"]);
+    sandbox.must("dpkg", &["-P", "appunit"]);
     assert!(!exists(&sandbox, "/var/lib/appunit"));
     assert!(!exists(
         &sandbox,
         "/etc/systemd/system/appunit-shop.service"
     ));
     for kind in ["containers", "images"] {
-        let left = must(
-            &sandbox,
-            "ctr",
-            &["--namespace", "appunit", kind, "ls", "-q"],
-        );
+        let left = sandbox.must("ctr", &["--namespace", "appunit", kind, "ls", "-q"]);
         assert_eq!(left.trim(), "", "{kind} left after purge");
     }
-    let snapshots = must(
-        &sandbox,
-        "ctr",
-        &["--namespace", "appunit", "snapshots", "ls"],
-    );
+    let snapshots = sandbox.must("ctr", &["--namespace", "appunit", "snapshots", "ls"]);
     assert_eq!(snapshots.lines().count(), 1, "snapshots left: {snapshots}");
 }
 
@@ -283,7 +249,11 @@ fn the_deb_runs_a_socket_activated_daemon_and_only_purge_deletes_state() {
 fn the_rpm_lists_its_files_and_its_scriptlets_run() {
     let (_, rpm) = packages();
     let output = Command::new("rpm").arg("-qlp").arg(rpm).output().unwrap();
-    assert!(output.status.success(), "rpm -qlp: {}", text(&output));
+    assert!(
+        output.status.success(),
+        "rpm -qlp: {}",
+        common::text(&output)
+    );
     let files = String::from_utf8_lossy(&output.stdout);
     for expected in [
         "/usr/bin/appunitd",
@@ -310,12 +280,12 @@ fn the_rpm_lists_its_files_and_its_scriptlets_run() {
     // sandbox: installed, the socket listens and serves; erased, state stays.
     let sandbox = Sandbox::boot_with_overlay_root("");
     install(&sandbox, rpm, &["rpm", "-i", "--nodeps"]);
-    assert_eq!(must(&sandbox, "appunit", &["list", "--json"]).trim(), "[]");
+    assert_eq!(sandbox.must("appunit", &["list", "--json"]).trim(), "[]");
     assert_eq!(
         sandbox.systemctl(&["is-active", "appunitd.service"]),
         "active"
     );
-    must(&sandbox, "rpm", &["-e", "appunit"]);
+    sandbox.must("rpm", &["-e", "appunit"]);
     for unit in ["appunitd.socket", "appunitd.service"] {
         assert_eq!(
             sandbox.systemctl(&["is-active", unit]),

@@ -10,16 +10,8 @@ use common::host::{Host, settled};
 use common::real::{Mirror, in_network, push_real_images, real_host};
 use common::registry::AuthRegistry;
 use common::sandbox::{REPO_INSIDE, Sandbox};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 async fn install(host: &Host, app_name: &str, app_id: &str, version: &str) -> serde_json::Value {
     let query = format!("app_name={app_name}&customer_app_name={app_id}&app_version={version}");
@@ -54,7 +46,11 @@ impl Site {
             .args(args)
             .output()
             .unwrap();
-        assert!(out.status.success(), "curl {args:?}: {}", text(&out));
+        assert!(
+            out.status.success(),
+            "curl {args:?}: {}",
+            common::text(&out)
+        );
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
@@ -201,7 +197,7 @@ async fn databases_and_cache_answer_their_own_clients() {
         ])
         .output()
         .unwrap();
-    assert!(text(&page).contains("nginx"), "{page:?}");
+    assert!(common::text(&page).contains("nginx"), "{page:?}");
 
     let login = |status: &serde_json::Value, password: &str| -> (Command, Command, Command) {
         let port = status["running_info"]["port"].to_string();
@@ -242,11 +238,11 @@ async fn databases_and_cache_answer_their_own_clients() {
             .to_string()
     };
     let out = login(&postgres, &password(&postgres)).0.output().unwrap();
-    assert_eq!(text(&out).trim(), "42", "psql: {out:?}");
+    assert_eq!(common::text(&out).trim(), "42", "psql: {out:?}");
     let out = login(&mariadb, &password(&mariadb)).1.output().unwrap();
-    assert_eq!(text(&out).trim(), "42", "mysql: {out:?}");
+    assert_eq!(common::text(&out).trim(), "42", "mysql: {out:?}");
     let out = login(&redis, &password(&redis)).2.output().unwrap();
-    assert_eq!(text(&out).trim(), "42", "redis-cli: {out:?}");
+    assert_eq!(common::text(&out).trim(), "42", "redis-cli: {out:?}");
 
     // No process shows a password in its arguments, which every local user can read.
     let processes = host.sandbox.run("ps", &["-eo", "args"]);
@@ -259,13 +255,19 @@ async fn databases_and_cache_answer_their_own_clients() {
     let out = login(&postgres, "wrong").0.output().unwrap();
     assert!(!out.status.success(), "psql: {out:?}");
     assert!(
-        text(&out).contains("password authentication failed"),
+        common::text(&out).contains("password authentication failed"),
         "{out:?}"
     );
     let out = login(&mariadb, "wrong").1.output().unwrap();
-    assert!(text(&out).contains("Access denied"), "mysql: {out:?}");
+    assert!(
+        common::text(&out).contains("Access denied"),
+        "mysql: {out:?}"
+    );
     let out = login(&redis, "wrong").2.output().unwrap();
-    assert!(text(&out).contains("WRONGPASS"), "redis-cli: {out:?}");
+    assert!(
+        common::text(&out).contains("WRONGPASS"),
+        "redis-cli: {out:?}"
+    );
 
     // A graceful stop: PostgreSQL says it shut down, and starts without recovery.
     let reply = host.call("AppStop", "app_id=pg").await;
@@ -278,5 +280,9 @@ async fn databases_and_cache_answer_their_own_clients() {
     let log = host.journal("appunit-pg.service");
     assert!(!log.contains("automatic recovery"), "{log}");
     let out = login(&postgres, &password(&postgres)).0.output().unwrap();
-    assert_eq!(text(&out).trim(), "42", "psql after the restart: {out:?}");
+    assert_eq!(
+        common::text(&out).trim(),
+        "42",
+        "psql after the restart: {out:?}"
+    );
 }

@@ -196,6 +196,15 @@ impl Reply {
     }
 }
 
+/// A command's stdout and stderr, as one text (for failure messages).
+pub fn text(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 /// Sends `call` on a new connection: the response with its status and content type;
 /// its body is still to be read.
 async fn request(socket: &Path, call: Call) -> (u16, String, hyper::Response<Incoming>) {

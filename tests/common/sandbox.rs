@@ -116,6 +116,17 @@ impl Sandbox {
             .unwrap()
     }
 
+    /// A command inside that must succeed; its stdout.
+    pub fn must(&self, program: &str, args: &[&str]) -> String {
+        let output = self.run(program, args);
+        assert!(
+            output.status.success(),
+            "{program} {args:?}: {}",
+            super::text(&output)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// `systemctl ARGS…` inside, its trimmed stdout (whatever the exit status).
     pub fn systemctl(&self, args: &[&str]) -> String {
         let output = self.run("systemctl", args);
