@@ -12,12 +12,7 @@ use std::path::Path;
 const APP_DATA: &str = "/DATA/AppData/";
 
 pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
-    let source = folder
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .to_string();
-    let name = super::app_name(&source)?;
+    let (source, name) = super::names(folder)?;
     let compose_text = ["docker-compose.yml", "docker-compose.yaml"]
         .iter()
         .find_map(|f| std::fs::read_to_string(folder.join(f)).ok())

@@ -277,39 +277,31 @@ fn blockers(dir: &Path, mut compose: Value, first: String) -> Refusal {
     let mut message = first;
     for _ in 0..40 {
         // `service_completed_successfully` is SPEC's; today's loader knows two conditions.
-        if message.contains("unknown variant `service_completed_successfully`") {
+        let key = if message.contains("unknown variant `service_completed_successfully`") {
             replace_strings(
                 &mut compose,
                 "service_completed_successfully",
                 "service_started",
             );
-            let key = "depends_on.condition: service_completed_successfully".to_string();
-            if !blocked_by.contains(&key) {
-                blocked_by.push(key);
-            }
-            if write_compose(dir, &compose).is_err() {
+            "depends_on.condition: service_completed_successfully".to_string()
+        } else {
+            let Some((path, field)) = unknown_field(&message) else {
+                break;
+            };
+            let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+            let Some(map) = mapping_at(&mut compose, &segments) else {
+                break;
+            };
+            if map.remove(field.as_str()).is_none() {
                 break;
             }
-            match crate::catalog::check_app(dir) {
-                Ok(()) => return accepted_by_spec(blocked_by),
-                Err(error) => message = error.message,
+            match segments.as_slice() {
+                ["services", _, rest @ ..] if !rest.is_empty() => {
+                    format!("{}.{field}", rest.join("."))
+                }
+                ["volumes", _] => format!("volumes.{field}"),
+                _ => field,
             }
-            continue;
-        }
-        let Some((path, field)) = unknown_field(&message) else {
-            break;
-        };
-        let segments: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
-        let Some(map) = mapping_at(&mut compose, &segments) else {
-            break;
-        };
-        if map.remove(field.as_str()).is_none() {
-            break;
-        }
-        let key = match segments.as_slice() {
-            ["services", _, rest @ ..] if !rest.is_empty() => format!("{}.{field}", rest.join(".")),
-            ["volumes", _] => format!("volumes.{field}"),
-            _ => field,
         };
         if !blocked_by.contains(&key) {
             blocked_by.push(key);
@@ -410,6 +402,17 @@ fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
         }
         std::fs::copy(from, to).map(|_| ())
     }
+}
+
+/// A source app's name (its folder's) and the appunit app name made of it.
+fn names(folder: &Path) -> Result<(String, String), Refusal> {
+    let source = folder
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .to_string();
+    let name = app_name(&source)?;
+    Ok((source, name))
 }
 
 /// An appunit app name from a source's: lower case, letters and digits only.

@@ -107,6 +107,37 @@ pub fn publishes_any(doc: &Mapping) -> bool {
         })
 }
 
+/// Refuses a service that only Docker can run: one built from a Dockerfile, or one that
+/// drives Docker through its socket.
+fn needs_no_docker(name: &str, service: &Mapping) -> Result<(), Refusal> {
+    if service.contains_key("build") {
+        return Err(Refusal::new(
+            "build",
+            format!("service {name} is built from a Dockerfile"),
+        ));
+    }
+    if bind_sources(service).iter().any(|s| is_docker_socket(s)) {
+        return Err(Refusal::new(
+            "docker-socket",
+            format!("service {name} drives Docker through its socket"),
+        ));
+    }
+    Ok(())
+}
+
+/// The names of the services that some service depends on.
+pub fn depended_on(services: &Mapping) -> Vec<String> {
+    services
+        .values()
+        .filter_map(|s| s.get("depends_on"))
+        .flat_map(|d| match d {
+            Value::Sequence(items) => items.iter().filter_map(text).collect::<Vec<_>>(),
+            Value::Mapping(m) => m.keys().filter_map(text).collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
 /// Refuses, before anything else is looked at, what makes an app one that needs Docker
 /// (`build`, a Docker socket) or that Docker would not run either (a service with
 /// neither image nor build): these are the reasons, whatever else the app has.
@@ -120,18 +151,7 @@ pub fn refuse_first(doc: &Mapping) -> Result<(), Refusal> {
                 format!("service {name} is empty: it has no image"),
             ));
         };
-        if service.contains_key("build") {
-            return Err(Refusal::new(
-                "build",
-                format!("service {name} is built from a Dockerfile"),
-            ));
-        }
-        if bind_sources(service).iter().any(|s| is_docker_socket(s)) {
-            return Err(Refusal::new(
-                "docker-socket",
-                format!("service {name} drives Docker through its socket"),
-            ));
-        }
+        needs_no_docker(&name, service)?;
         if service
             .get("image")
             .and_then(text)
@@ -152,15 +172,7 @@ pub fn leave_out_profiled(doc: &mut Mapping, notes: &mut Vec<String>) {
     let Some(services) = doc.get_mut("services").and_then(Value::as_mapping_mut) else {
         return;
     };
-    let needed: Vec<String> = services
-        .values()
-        .filter_map(|s| s.get("depends_on"))
-        .flat_map(|d| match d {
-            Value::Sequence(items) => items.iter().filter_map(text).collect::<Vec<_>>(),
-            Value::Mapping(m) => m.keys().filter_map(text).collect(),
-            _ => Vec::new(),
-        })
-        .collect();
+    let needed = depended_on(services);
     let profiled: Vec<String> = services
         .iter()
         .filter(|(_, s)| s.get("profiles").is_some())
@@ -271,18 +283,7 @@ pub fn refuse_unsupported(doc: &Mapping) -> Result<(), Refusal> {
         let Some(service) = service.as_mapping() else {
             continue;
         };
-        if service.contains_key("build") {
-            return Err(Refusal::new(
-                "build",
-                format!("service {name} is built from a Dockerfile"),
-            ));
-        }
-        if bind_sources(service).iter().any(|s| is_docker_socket(s)) {
-            return Err(Refusal::new(
-                "docker-socket",
-                format!("service {name} drives Docker through its socket"),
-            ));
-        }
+        needs_no_docker(&name, service)?;
         for key in service.keys().filter_map(Value::as_str) {
             if !SERVICE_KEYS.contains(&key) {
                 return Err(Refusal::unsupported(key, format!("service {name}")));

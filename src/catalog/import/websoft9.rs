@@ -21,12 +21,7 @@ const APP_VARIABLES: [(&str, &str); 4] = [
 const HELPER_IMAGES: [&str; 3] = ["docker", "library/docker", "containrrr/watchtower"];
 
 pub fn draft(folder: &Path) -> Result<Draft, Refusal> {
-    let source = folder
-        .file_name()
-        .unwrap_or_default()
-        .to_string_lossy()
-        .to_string();
-    let name = super::app_name(&source)?;
+    let (source, name) = super::names(folder)?;
     let compose_text = ["docker-compose.yml", "docker-compose.yaml", "compose.yaml"]
         .iter()
         .find_map(|f| std::fs::read_to_string(folder.join(f)).ok())
@@ -239,15 +234,7 @@ fn host_port_variables(doc: &Mapping) -> Vec<String> {
 /// image with the Docker socket bound, that no other service waits for.
 fn leave_out_helpers(doc: &mut Mapping, notes: &mut Vec<String>) -> Result<(), Refusal> {
     let services = normalize::services(doc)?;
-    let depended: Vec<String> = services
-        .values()
-        .filter_map(|s| s.get("depends_on"))
-        .flat_map(|d| match d {
-            Value::Sequence(items) => items.iter().filter_map(text).collect::<Vec<_>>(),
-            Value::Mapping(m) => m.keys().filter_map(text).collect(),
-            _ => Vec::new(),
-        })
-        .collect();
+    let depended = normalize::depended_on(services);
     let helpers: Vec<(String, String, String)> = services
         .iter()
         .filter_map(|(name, service)| {
