@@ -116,15 +116,9 @@ impl Catalog {
         let mut catalog = Catalog::default();
         let mut errors = Vec::new();
         for dir in dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else {
+            let Ok(folders) = app_folders(dir) else {
                 continue;
             };
-            let mut folders: Vec<PathBuf> = entries
-                .filter_map(Result::ok)
-                .map(|e| e.path())
-                .filter(|p| p.is_dir() && !is_hidden(p))
-                .collect();
-            folders.sort();
             for folder in folders {
                 match load_app(&folder) {
                     Ok(app) => {
@@ -175,22 +169,25 @@ impl CheckReport {
     }
 }
 
+/// The folders in a catalog folder, sorted; hidden ones (work files) are not apps.
+fn app_folders(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && !is_hidden(p))
+        .collect();
+    folders.sort();
+    Ok(folders)
+}
+
 pub fn check(dirs: &[PathBuf]) -> CheckReport {
     let mut report = CheckReport::default();
     for dir in dirs {
         let folders: Vec<PathBuf> = if dir.join("app.toml").is_file() {
             vec![dir.clone()]
         } else {
-            match std::fs::read_dir(dir) {
-                Ok(entries) => {
-                    let mut folders: Vec<PathBuf> = entries
-                        .filter_map(Result::ok)
-                        .map(|e| e.path())
-                        .filter(|p| p.is_dir() && !is_hidden(p))
-                        .collect();
-                    folders.sort();
-                    folders
-                }
+            match app_folders(dir) {
+                Ok(folders) => folders,
                 Err(e) => {
                     report.errors.push(CatalogError {
                         file: dir.clone(),
