@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::host::{Host, settled};
+use common::host::Host;
 use std::time::Duration;
 
 async fn wait_backup(host: &Host, app_id: &str) -> serde_json::Value {
@@ -24,8 +24,7 @@ async fn backup_with_images_restores_offline_under_a_new_name() {
     let host = Host::boot();
     let install = "app_name=duo&customer_app_name=orig&app_version=1";
     assert_eq!(host.call("AppInstall", install).await.status, 200);
-    let (status, _) = host.watch("orig", Duration::from_secs(120), settled).await;
-    assert_eq!(status["status"], "running", "{status}");
+    let status = host.running("orig", Duration::from_secs(120)).await;
     let password = status["running_info"]["password"].clone();
     let owner_file = host.sandbox.path("appunit/apps/orig/data/dbdata/owner");
     let owner = std::fs::read(&owner_file).unwrap();
@@ -106,8 +105,7 @@ async fn backup_with_images_restores_offline_under_a_new_name() {
         )
         .await;
     assert_eq!(restore.status, 200, "{restore:?}");
-    let (status, _) = host.watch("copy", Duration::from_secs(120), settled).await;
-    assert_eq!(status["status"], "running", "{status}");
+    let status = host.running("copy", Duration::from_secs(120)).await;
     assert_eq!(status["running_info"]["password"], password);
     assert_eq!(status["last_operation"]["kind"], "restore", "{status}");
     assert_eq!(status["last_operation"]["result"], "succeeded", "{status}");
@@ -167,8 +165,7 @@ async fn a_backup_that_does_not_fit_writes_nothing() {
     host.sandbox.systemctl(&["restart", "appunitd.service"]);
     let install = "app_name=duo&customer_app_name=full&app_version=1";
     assert_eq!(host.call("AppInstall", install).await.status, 200);
-    let (status, _) = host.watch("full", Duration::from_secs(120), settled).await;
-    assert_eq!(status["status"], "running", "{status}");
+    host.running("full", Duration::from_secs(120)).await;
     let noise: Vec<u8> = (0..4 << 20)
         .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
@@ -192,8 +189,7 @@ async fn a_backup_cut_by_a_crash_leaves_no_bundle_and_the_app_running() {
     let host = Host::boot();
     let install = "app_name=duo&customer_app_name=cut&app_version=1";
     assert_eq!(host.call("AppInstall", install).await.status, 200);
-    let (status, _) = host.watch("cut", Duration::from_secs(120), settled).await;
-    assert_eq!(status["status"], "running", "{status}");
+    host.running("cut", Duration::from_secs(120)).await;
     // Incompressible data, enough that writing the bundle takes a while.
     let noise = host.sandbox.path("appunit/apps/cut/data/dbdata/noise");
     let dd = std::process::Command::new("dd")

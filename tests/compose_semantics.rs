@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::host::{Host, is_code, settled};
+use common::host::{Host, is_code};
 use common::sandbox::{REPO_INSIDE, TARGET};
 use std::time::{Duration, Instant};
 
@@ -16,14 +16,7 @@ async fn install_running(host: &Host, app: &str, app_id: &str) -> serde_json::Va
         )
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    let (status, _) = host.watch(app_id, Duration::from_secs(90), settled).await;
-    assert_eq!(
-        status["status"],
-        "running",
-        "{status}\n{}",
-        host.journal(&format!("appunit-{app_id}.service"))
-    );
-    status
+    host.running(app_id, Duration::from_secs(90)).await
 }
 
 #[tokio::test]

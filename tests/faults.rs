@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::host::{Host, settled};
+use common::host::Host;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -37,14 +37,7 @@ async fn install(host: &Host, app_id: &str, version: &str) {
 }
 
 async fn assert_running(host: &Host, app_id: &str) {
-    let (status, seen) = host.watch(app_id, Duration::from_secs(120), settled).await;
-    assert_eq!(
-        status["status"],
-        "running",
-        "{app_id}: {status} after {seen:?}\n{}\n{}",
-        host.journal(&format!("appunit-{app_id}.service")),
-        host.journal("appunitd.service")
-    );
+    host.running(app_id, Duration::from_secs(120)).await;
     assert_eq!(host.page(app_id), format!("duo {app_id}\n"));
 }
 

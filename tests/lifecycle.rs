@@ -209,8 +209,7 @@ async fn daemon_stop_reboot_and_kept_data() {
         assert_eq!(host.call("AppInstall", &query).await.status, 200);
     }
     for app_id in ["keep", "halt"] {
-        let (status, _) = host.watch(app_id, Duration::from_secs(90), settled).await;
-        assert_eq!(status["status"], "running", "{status}");
+        host.running(app_id, Duration::from_secs(90)).await;
     }
     assert_eq!(host.call("AppStop", "app_id=halt").await.status, 200);
 
@@ -274,8 +273,7 @@ async fn daemon_stop_reboot_and_kept_data() {
         )
         .await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    let (status, _) = host.watch("keep", Duration::from_secs(90), settled).await;
-    assert_eq!(status["status"], "running", "{status}");
+    host.running("keep", Duration::from_secs(90)).await;
     assert_eq!(
         std::fs::read_to_string(owner_file(&host.sandbox)).unwrap(),
         owner
@@ -289,8 +287,7 @@ async fn image_user_names_resolve_in_the_image() {
     let host = Host::boot();
     let query = "app_name=whoami&customer_app_name=who&app_version=1";
     assert_eq!(host.call("AppInstall", query).await.status, 200);
-    let (status, _) = host.watch("who", Duration::from_secs(60), settled).await;
-    assert_eq!(status["status"], "running", "{status}");
+    host.running("who", Duration::from_secs(60)).await;
     for (service, expected) in [("web", "1234 1235"), ("admin", "1234 50")] {
         let script = format!(
             "pid=$(ctr -n appunit tasks ls | awk '$1 == \"who-{service}\" {{print $2}}'); \
@@ -333,14 +330,7 @@ async fn installs_survive_a_daemon_crash_in_every_phase() {
         ));
         host.kill_daemon();
         host.start_daemon();
-        let (status, seen) = host.watch(app_id, Duration::from_secs(120), settled).await;
-        assert_eq!(
-            status["status"],
-            "running",
-            "{app_id}: {status} after {seen:?}\n{}\n{}",
-            host.journal("appunitd.service"),
-            host.journal(&format!("appunit-{app_id}.service"))
-        );
+        host.running(app_id, Duration::from_secs(120)).await;
     }
     assert_eq!(caught[0].1, "10", "{caught:?}");
     assert_eq!(caught[2].1, "12", "{caught:?}");
@@ -420,8 +410,7 @@ async fn apps_are_reachable_on_their_own_ports() {
     );
     let mut ports = Vec::new();
     for app_id in ["one", "two", "three"] {
-        let (status, _) = host.watch(app_id, Duration::from_secs(120), settled).await;
-        assert_eq!(status["status"], "running", "{status}");
+        let status = host.running(app_id, Duration::from_secs(120)).await;
         ports.push(status["running_info"]["port"].as_u64().unwrap());
     }
     assert_eq!(ports, [9100, 9101, 9103]);
@@ -532,8 +521,7 @@ async fn twenty_concurrent_installs_all_run() {
     }
     let mut ports = std::collections::BTreeMap::new();
     for name in &names {
-        let (status, _) = host.watch(name, Duration::from_secs(300), settled).await;
-        assert_eq!(status["status"], "running", "{status}");
+        let status = host.running(name, Duration::from_secs(300)).await;
         ports.insert(
             name.clone(),
             status["running_info"]["port"].as_u64().unwrap(),

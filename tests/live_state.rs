@@ -5,15 +5,13 @@
 
 mod common;
 
-use common::host::{Host, settled};
+use common::host::Host;
 use std::time::Duration;
 
 async fn install(host: &Host, app_name: &str, app_id: &str) -> serde_json::Value {
     let query = format!("app_name={app_name}&customer_app_name={app_id}&app_version=1");
     assert_eq!(host.call("AppInstall", &query).await.status, 200);
-    let (status, _) = host.watch(app_id, Duration::from_secs(120), settled).await;
-    assert_eq!(status["status"], "running", "{status}");
-    status
+    host.running(app_id, Duration::from_secs(120)).await
 }
 
 /// The messages AppLogs answers, each as "service: message".

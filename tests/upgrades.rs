@@ -90,9 +90,7 @@ async fn install(host: &Host, app_id: &str) -> Value {
     let query = format!("app_name=evolve&customer_app_name={app_id}&app_version=1");
     let reply = host.call("AppInstall", &query).await;
     assert_eq!(reply.status, 200, "{reply:?}");
-    let (status, _) = host.watch(app_id, Duration::from_secs(150), settled).await;
-    assert_eq!(status["status"], "running", "{status}");
-    status
+    host.running(app_id, Duration::from_secs(150)).await
 }
 
 async fn upgrade(host: &Host, app_id: &str, version: &str) {

@@ -209,6 +209,20 @@ impl Host {
         }
     }
 
+    /// Polls AppStatus until the app settles, which must be as running; the status then.
+    /// Otherwise the failure shows the phases seen and the journals of the app and daemon.
+    pub async fn running(&self, app_id: &str, limit: Duration) -> serde_json::Value {
+        let (status, seen) = self.watch(app_id, limit, settled).await;
+        assert_eq!(
+            status["status"],
+            "running",
+            "{app_id}: {status} after {seen:?}\n{}\n{}",
+            self.journal(&format!("appunit-{app_id}.service")),
+            self.journal("appunitd.service")
+        );
+        status
+    }
+
     pub fn task_pids(&self) -> BTreeSet<String> {
         let out = self.sandbox.run("ctr", &["-n", "appunit", "tasks", "ls"]);
         String::from_utf8_lossy(&out.stdout)
