@@ -142,11 +142,11 @@ async fn a_hundred_apps() {
     );
     // The target is 30 MB of RSS. This debug build's code alone maps about
     // 31 MiB (file pages, shared with every supervisor: the same binary), so the test
-    // bounds what the apps make the daemon hold, its anonymous memory (12.9 MiB measured),
-    // and guards the whole against growth.
+    // bounds what the apps make the daemon hold, its anonymous memory (12.9 and 14.5 MiB
+    // measured after the installs, 3.5 after the reboot), and guards the whole against growth.
     let anon = with_apps.anon.max(after_boot.anon);
     assert!(
-        anon < 16 * 1024 && with_apps.rss.max(after_boot.rss) < 64 * 1024,
+        anon < 20 * 1024 && with_apps.rss.max(after_boot.rss) < 64 * 1024,
         "appunitd: {with_apps}; after the reboot: {after_boot}"
     );
     assert!(back < Duration::from_secs(30), "reboot: {back:?}");
