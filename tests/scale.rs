@@ -1,6 +1,6 @@
 //! A hundred apps on one host (issue 14, "Scale"): installed at once they reach running in
-//! under 45 s; with them AppList takes under 5 ms at p99 and the daemon's RSS is measured;
-//! a reboot brings them all back in under 30 s. The measured figures are printed (the
+//! under 45 s; with them AppList takes under 5 ms at p99 and the daemon's memory is
+//! measured and bounded; a reboot brings them all back in under 30 s. The measured figures are printed (the
 //! README's "Scale" quotes them); every bound is checked after all were measured.
 
 mod common;
@@ -43,18 +43,56 @@ async fn until_all_running(host: &Host, since: Instant, limit: Duration) -> Dura
     }
 }
 
-/// VmRSS of the sandbox's appunitd, in KiB.
-fn daemon_rss_kib(host: &Host) -> u64 {
-    let pid = host
-        .sandbox
-        .systemctl(&["show", "-p", "MainPID", "--value", "appunitd.service"]);
-    let status = host.sandbox.run("cat", &[&format!("/proc/{pid}/status")]);
-    let status = String::from_utf8_lossy(&status.stdout);
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|kib| kib.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS for appunitd (pid {pid}): {status}"))
+/// The sandbox's appunitd as /proc/PID/status shows it: sizes in KiB.
+struct Footprint {
+    rss: u64,
+    anon: u64,
+    file: u64,
+    threads: u64,
+}
+
+impl Footprint {
+    fn of_daemon(host: &Host) -> Footprint {
+        let pid = host
+            .sandbox
+            .systemctl(&["show", "-p", "MainPID", "--value", "appunitd.service"]);
+        let status = host.sandbox.run("cat", &[&format!("/proc/{pid}/status")]);
+        let status = String::from_utf8_lossy(&status.stdout);
+        let field = |name: &str| -> u64 {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} for appunitd (pid {pid}): {status}"))
+        };
+        Footprint {
+            rss: field("VmRSS"),
+            anon: field("RssAnon"),
+            file: field("RssFile"),
+            threads: field("Threads"),
+        }
+    }
+}
+
+impl std::fmt::Display for Footprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        write!(
+            f,
+            "RSS {:.1} MiB (anonymous {:.1}, file {:.1}), {} threads",
+            mib(self.rss),
+            mib(self.anon),
+            mib(self.file),
+            self.threads
+        )
+    }
+}
+
+/// The daemon's footprint once it is idle: it returns what a burst of work freed when
+/// the apps have stopped changing for a second.
+async fn settled_footprint(host: &Host) -> Footprint {
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Footprint::of_daemon(host)
 }
 
 #[tokio::test]
@@ -86,11 +124,8 @@ async fn a_hundred_apps() {
     latencies.sort();
     let (p50, p99) = (latencies[100], latencies[197]);
     println!("AppList of {APPS} apps, 200 sequential requests: p50 {p50:.2?}, p99 {p99:.2?}");
-    let rss = daemon_rss_kib(&host);
-    println!(
-        "appunitd RSS with {APPS} running apps: {:.1} MiB",
-        rss as f64 / 1024.0
-    );
+    let with_apps = settled_footprint(&host).await;
+    println!("appunitd with {APPS} running apps: {with_apps}");
 
     let folders = host.sandbox.shut_down();
     let rebooted = Instant::now();
@@ -98,21 +133,21 @@ async fn a_hundred_apps() {
     host.start_daemon();
     let back = until_all_running(&host, rebooted, Duration::from_secs(90)).await;
     println!("after a reboot: all {APPS} running again in {back:.1?}");
-    let rss_after_boot = daemon_rss_kib(&host);
-    println!(
-        "appunitd RSS after the reboot: {:.1} MiB",
-        rss_after_boot as f64 / 1024.0
-    );
+    let after_boot = settled_footprint(&host).await;
+    println!("appunitd after the reboot: {after_boot}");
 
     assert!(
         installed < Duration::from_secs(45),
         "installs: {installed:?}"
     );
-    // The issue's target is 30 MB; measured 50 MB after the installs (35 MB after a
-    // reboot), so this bound guards against growth until the target is met.
+    // The issue's target is 30 MB of RSS. This debug build's code alone maps about
+    // 31 MiB (file pages, shared with every supervisor: the same binary), so the test
+    // bounds what the apps make the daemon hold, its anonymous memory (12.9 and 14.5 MiB
+    // measured after the installs, 3.5 after the reboot), and guards the whole against growth.
+    let anon = with_apps.anon.max(after_boot.anon);
     assert!(
-        rss.max(rss_after_boot) < 64 * 1024,
-        "RSS {rss} / {rss_after_boot} KiB"
+        anon < 20 * 1024 && with_apps.rss.max(after_boot.rss) < 64 * 1024,
+        "appunitd: {with_apps}; after the reboot: {after_boot}"
     );
     assert!(back < Duration::from_secs(30), "reboot: {back:?}");
     assert!(p99 < Duration::from_millis(5), "AppList p99 {p99:?}");

@@ -100,6 +100,9 @@ fn supervise(config_path: &Path, app_id: &str) -> Result<(), String> {
         return Err(format!("{app_id:?} is not an app id"));
     }
     let config = load_config(config_path)?;
+    // One arena: a supervisor's few threads (the runtime's, a blocking one for the
+    // network check) would each get one and keep its pages, in every app.
+    malloc::limit_arenas(1);
     // One thread: a supervisor waits on a few streams. Worker threads (one per core)
     // would cost every app their stacks and malloc arenas, and their start.
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -184,6 +187,9 @@ fn run_daemon(config_path: &Path) -> Result<(), String> {
     tracing::info!(apps = catalog.len(), "catalog loaded");
 
     raise_file_limit();
+    // Per-thread arenas (up to 8 per core) each keep the pages freed in them: the
+    // workers and the blocking pool share two instead.
+    malloc::limit_arenas(2);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("starting tokio: {e}"))?;
     runtime.block_on(async {
         let listener = listen(&config.socket)?;
@@ -201,6 +207,7 @@ fn run_daemon(config_path: &Path) -> Result<(), String> {
         // uninstalls are finished.
         tokio::spawn(lifecycle.clone().reconcile());
         tokio::spawn(lifecycle.clone().watch_units());
+        tokio::spawn(malloc::trim_when_quiet(lifecycle.model().subscribe()));
         // Harmless when not started by systemd (no NOTIFY_SOCKET).
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         if let Some(timeout) = sd_notify::watchdog_enabled() {
@@ -291,5 +298,40 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: finishing open requests"),
         _ = interrupt.recv() => tracing::info!("SIGINT: finishing open requests"),
+    }
+}
+
+/// glibc's allocator keeps what a burst of work (installs, a pull, a backup) freed; these
+/// give it back to the system.
+mod malloc {
+    use std::time::Duration;
+    use tokio::sync::broadcast::{self, error::RecvError};
+
+    /// How long no app changes before the freed memory is returned.
+    const QUIET: Duration = Duration::from_secs(1);
+
+    pub fn limit_arenas(arenas: i32) {
+        // SAFETY: sets an allocator parameter; called before other threads start.
+        unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
+    }
+
+    /// Returns the freed memory of every arena once the apps stop changing for `QUIET`:
+    /// after an operation, not on an idle daemon's timer.
+    pub async fn trim_when_quiet<T: Clone>(mut changes: broadcast::Receiver<T>) {
+        loop {
+            match changes.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            }
+            loop {
+                match tokio::time::timeout(QUIET, changes.recv()).await {
+                    Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
+                    Ok(Err(RecvError::Closed)) => return,
+                    Err(_) => break,
+                }
+            }
+            // SAFETY: malloc_trim only walks the allocator's own state, under its locks.
+            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        }
     }
 }
