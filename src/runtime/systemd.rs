@@ -3,6 +3,7 @@
 
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,6 +48,13 @@ pub enum UnitState {
 }
 
 impl UnitState {
+    fn in_transition(self) -> bool {
+        matches!(
+            self,
+            UnitState::Activating | UnitState::Deactivating | UnitState::Reloading
+        )
+    }
+
     fn parse(text: &str) -> UnitState {
         match text {
             "active" => UnitState::Active,
@@ -208,8 +216,13 @@ impl Systemd {
         self.write_slice_accounting()?;
         let path = self.unit_dir.join(unit);
         let staging = self.unit_dir.join(format!(".{unit}.new"));
-        let written =
-            std::fs::write(&staging, content).and_then(|()| std::fs::rename(&staging, &path));
+        // Readable by all, as systemd wants it: the daemon's umask (0077) made it
+        // 0600, and systemd logged a warning at every load of it.
+        let written = std::fs::write(&staging, content)
+            .and_then(|()| {
+                std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o644))
+            })
+            .and_then(|()| std::fs::rename(&staging, &path));
         written.map_err(|e| SystemdError::UnitFile {
             path,
             cause: e.to_string(),
@@ -249,12 +262,17 @@ impl Systemd {
                 cause: e.to_string(),
             })?;
         }
-        // A failed unit stays loaded until its failure is reset.
+        // A failed unit stays loaded until its failure is reset, a pinned one until
+        // it is let go.
         let _ = self.manager.reset_failed_unit(unit.to_string()).await;
-        self.paths
+        let pinned = self
+            .paths
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(unit);
+        if pinned.is_some() {
+            let _ = self.manager.unref_unit(unit.to_string()).await;
+        }
         self.reload(unit).await
     }
 
@@ -354,21 +372,31 @@ impl Systemd {
     /// a failure, and the status text its main process last sent.
     pub async fn status(&self, unit: &str) -> Result<UnitStatus> {
         let _read = self.reads.acquire().await;
-        let state = self.active_state(unit).await?;
-        let sub_state = self
-            .unit(unit)
-            .await?
-            .sub_state()
-            .await
-            .map_err(call_error("SubState", unit))?;
-        let status_text = self
-            .service(unit)
-            .await?
-            .status_text()
-            .await
-            .map_err(call_error("StatusText", unit))?;
+        let (proxy, service) = (self.unit(unit).await?, self.service(unit).await?);
+        // Asked at once: one round trip to systemd, not three, on every answer that
+        // follows a job.
+        let (state, sub_state, status_text) = tokio::try_join!(
+            async {
+                proxy
+                    .active_state()
+                    .await
+                    .map_err(call_error("ActiveState", unit))
+            },
+            async {
+                proxy
+                    .sub_state()
+                    .await
+                    .map_err(call_error("SubState", unit))
+            },
+            async {
+                service
+                    .status_text()
+                    .await
+                    .map_err(call_error("StatusText", unit))
+            },
+        )?;
         Ok(UnitStatus {
-            state,
+            state: UnitState::parse(&state),
             auto_restart: sub_state == "auto-restart",
             status_text,
         })
@@ -379,7 +407,7 @@ impl Systemd {
     pub async fn slice_usage(&self, slice: &str) -> Result<Usage> {
         let _read = self.reads.acquire().await;
         let proxy = SliceProxy::builder(&self.connection)
-            .path(self.path(slice).await?)
+            .path(self.object_path(slice, false).await?)
             .cache_properties(CacheProperties::No)
             .build()
             .await
@@ -426,8 +454,20 @@ impl Systemd {
             .map_err(call_error("LoadUnit", unit))
     }
 
-    /// The unit's object path, asked once.
+    /// The unit's object path, asked once, and the unit pinned in systemd's memory for
+    /// as long as this connection lives. An unpinned unit that is stopped is unloaded at
+    /// once, and each later read of it parsed its file again and announced it anew
+    /// (PropertiesChanged): the state model read it on that signal, which loaded it
+    /// again. After an AppStop that loop held systemd's one thread for 300 ms, and an
+    /// AppStart right after queued behind it; a pinned unit is also started without
+    /// parsing its file.
     async fn path(&self, unit: &str) -> Result<OwnedObjectPath> {
+        self.object_path(unit, true).await
+    }
+
+    /// A unit's object path, asked once; the unit pinned when `pin` (a slice is not:
+    /// it is read only while its app runs, and it would outlive its app).
+    async fn object_path(&self, unit: &str, pin: bool) -> Result<OwnedObjectPath> {
         if let Some(path) = self
             .paths
             .lock()
@@ -435,6 +475,11 @@ impl Systemd {
             .get(unit)
         {
             return Ok(path.clone());
+        }
+        if pin {
+            retried(|| self.manager.ref_unit(unit.to_string()))
+                .await
+                .map_err(call_error("RefUnit", unit))?;
         }
         let path = retried(|| self.manager.load_unit(unit.to_string()))
             .await
@@ -530,8 +575,12 @@ impl Systemd {
     /// Waits (briefly) until the unit's ActiveState leaves a transition. systemd sends
     /// JobRemoved before the unit's PropertiesChanged: a status read right after a job
     /// could still see "deactivating" otherwise. It waits for that signal, not a poll
-    /// interval (the answer's latency).
+    /// interval (the answer's latency). Usually it has left it already: one read, and
+    /// no subscription (two more round trips) on the answer's path.
     async fn settle(&self, unit: &str) {
+        if !matches!(self.state(unit).await, Ok(state) if state.in_transition()) {
+            return;
+        }
         let Ok(path) = self.path(unit).await else {
             return;
         };
@@ -553,9 +602,8 @@ impl Systemd {
         };
         let settled = async {
             loop {
-                match self.state(unit).await {
-                    Ok(UnitState::Activating | UnitState::Deactivating | UnitState::Reloading) => {}
-                    _ => return,
+                if !matches!(self.state(unit).await, Ok(state) if state.in_transition()) {
+                    return;
                 }
                 if changes.next().await.is_none() {
                     return;
