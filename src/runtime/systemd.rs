@@ -36,6 +36,15 @@ type Result<T> = std::result::Result<T, SystemdError>;
 
 const SLICE_ACCOUNTING: &str = "# Written by appunitd: what AppStatus's usage reads.\n[Slice]\nCPUAccounting=yes\nMemoryAccounting=yes\nTasksAccounting=yes\n";
 
+/// Loads br_netfilter, which keeps apps apart (runtime/net.rs), once per boot: every
+/// app unit wants it. The supervisor may not load modules; this is the one command
+/// with full privileges. As each app unit's ExecStartPre it cost every start a fork of
+/// systemd and a process to wait for.
+pub const NETFILTER_UNIT: &str = "appunit-netfilter.service";
+const NETFILTER: &str = "# Written by appunitd: app units want it (br_netfilter keeps apps apart).\n\
+[Unit]\nDescription=appunit: load br_netfilter for the apps' bridge\n\
+[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=-/sbin/modprobe -q br_netfilter\n";
+
 /// A unit's ActiveState.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnitState {
@@ -213,7 +222,7 @@ impl Systemd {
 
     /// Writes a unit file (atomically: readers never see half of it) and reloads.
     pub async fn install_unit(&self, unit: &str, content: &str) -> Result<()> {
-        self.write_slice_accounting()?;
+        self.write_shared_units()?;
         let path = self.unit_dir.join(unit);
         let staging = self.unit_dir.join(format!(".{unit}.new"));
         // Readable by all, as systemd wants it: the daemon's umask (0077) made it
@@ -230,22 +239,19 @@ impl Systemd {
         self.reload(unit).await
     }
 
-    /// Accounting for every app's slice (`appunit-<id>.slice`, by systemd's drop-ins for
-    /// a name prefix): `usage` reads it, and without CPUAccounting systemd has no CPU
-    /// time (on cgroup v1 not even a cgroup to count it in). Written before the reload
-    /// that loads an app's units.
-    fn write_slice_accounting(&self) -> Result<()> {
+    /// What every app's units share, written before the reload that loads an app's
+    /// units: accounting for every app's slice (`appunit-<id>.slice`, by systemd's
+    /// drop-ins for a name prefix), which `usage` reads (without CPUAccounting systemd
+    /// has no CPU time, on cgroup v1 not even a cgroup to count it in); and
+    /// `NETFILTER_UNIT`.
+    fn write_shared_units(&self) -> Result<()> {
         let folder = self.unit_dir.join("appunit-.slice.d");
-        let path = folder.join("accounting.conf");
-        if std::fs::read_to_string(&path).is_ok_and(|text| text == SLICE_ACCOUNTING) {
-            return Ok(());
-        }
-        std::fs::create_dir_all(&folder)
-            .and_then(|()| std::fs::write(&path, SLICE_ACCOUNTING))
-            .map_err(|e| SystemdError::UnitFile {
-                path,
-                cause: e.to_string(),
-            })
+        write_if_changed(&folder, &folder.join("accounting.conf"), SLICE_ACCOUNTING)?;
+        write_if_changed(
+            &self.unit_dir,
+            &self.unit_dir.join(NETFILTER_UNIT),
+            NETFILTER,
+        )
     }
 
     /// Stops and disables a unit, removes its file and forgets it. A unit that was
@@ -612,6 +618,21 @@ impl Systemd {
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), settled).await;
     }
+}
+
+/// Writes `text` to `path` in `folder` (made if missing) unless it holds it already;
+/// readable by all, as systemd wants unit files.
+fn write_if_changed(folder: &Path, path: &Path, text: &str) -> Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(folder)
+        .and_then(|()| std::fs::write(path, text))
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)))
+        .map_err(|e| SystemdError::UnitFile {
+            path: path.to_path_buf(),
+            cause: e.to_string(),
+        })
 }
 
 /// The units named by `WantedBy=` in a unit file's [Install] section.
