@@ -482,14 +482,18 @@ impl Systemd {
         {
             return Ok(path.clone());
         }
-        if pin {
-            retried(|| self.manager.ref_unit(unit.to_string()))
-                .await
-                .map_err(call_error("RefUnit", unit))?;
-        }
         let path = retried(|| self.manager.load_unit(unit.to_string()))
             .await
             .map_err(call_error("LoadUnit", unit))?;
+        // A unit without a file yet cannot be pinned (NoSuchUnit): it is asked again
+        // next time, until it can.
+        if pin
+            && retried(|| self.manager.ref_unit(unit.to_string()))
+                .await
+                .is_err()
+        {
+            return Ok(path);
+        }
         self.paths
             .lock()
             .unwrap_or_else(|p| p.into_inner())
