@@ -61,17 +61,14 @@ pub(super) fn unit_file(
         "# Written by appunitd; changes are overwritten.\n\
          [Unit]\n\
          Description=appunit app {app_id} ({trademark})\n\
-         Wants=containerd.service network-online.target\n\
-         After=containerd.service network-online.target\n\
+         Wants=containerd.service network-online.target {netfilter}\n\
+         After=containerd.service network-online.target {netfilter}\n\
          StartLimitIntervalSec=300\n\
          StartLimitBurst=3\n\
          \n\
          [Service]\n\
          Type=notify\n\
          NotifyAccess=main\n\
-         # br_netfilter keeps apps apart (runtime/net.rs); loading it is the one thing\n\
-         # done with full privileges ('+'), as the supervisor may not load modules.\n\
-         ExecStartPre=-+/sbin/modprobe -q br_netfilter\n\
          ExecStart={exe} --config {config} supervise {app_id}\n\
          Slice={slice}\n\
          Restart=on-failure\n\
@@ -83,6 +80,7 @@ pub(super) fn unit_file(
          [Install]\n\
          WantedBy={target}\n",
         target = config.unit_target,
+        netfilter = crate::runtime::systemd::NETFILTER_UNIT,
         exe = exe.display(),
         config = config_file.display(),
         slice = slice_name(app_id),

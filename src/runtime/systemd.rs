@@ -3,6 +3,7 @@
 
 use futures_util::StreamExt;
 use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,6 +36,15 @@ type Result<T> = std::result::Result<T, SystemdError>;
 
 const SLICE_ACCOUNTING: &str = "# Written by appunitd: what AppStatus's usage reads.\n[Slice]\nCPUAccounting=yes\nMemoryAccounting=yes\nTasksAccounting=yes\n";
 
+/// Loads br_netfilter, which keeps apps apart (runtime/net.rs), once per boot: every
+/// app unit wants it. The supervisor may not load modules; this is the one command
+/// with full privileges. As each app unit's ExecStartPre it cost every start a fork of
+/// systemd and a process to wait for.
+pub const NETFILTER_UNIT: &str = "appunit-netfilter.service";
+const NETFILTER: &str = "# Written by appunitd: app units want it (br_netfilter keeps apps apart).\n\
+[Unit]\nDescription=appunit: load br_netfilter for the apps' bridge\n\
+[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=-/sbin/modprobe -q br_netfilter\n";
+
 /// A unit's ActiveState.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnitState {
@@ -47,6 +57,13 @@ pub enum UnitState {
 }
 
 impl UnitState {
+    fn in_transition(self) -> bool {
+        matches!(
+            self,
+            UnitState::Activating | UnitState::Deactivating | UnitState::Reloading
+        )
+    }
+
     fn parse(text: &str) -> UnitState {
         match text {
             "active" => UnitState::Active,
@@ -208,11 +225,16 @@ impl Systemd {
     /// (an upgrade's, say) needs the reload, which with 100 apps held its one thread for
     /// 100 ms and more: a hundred installs spent seconds in them.
     pub async fn install_unit(&self, unit: &str, content: &str) -> Result<()> {
-        self.write_slice_accounting()?;
+        self.write_shared_units()?;
         let path = self.unit_dir.join(unit);
         let staging = self.unit_dir.join(format!(".{unit}.new"));
-        let written =
-            std::fs::write(&staging, content).and_then(|()| std::fs::rename(&staging, &path));
+        // Readable by all, as systemd wants it: the daemon's umask (0077) made it
+        // 0600, and systemd logged a warning at every load of it.
+        let written = std::fs::write(&staging, content)
+            .and_then(|()| {
+                std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o644))
+            })
+            .and_then(|()| std::fs::rename(&staging, &path));
         written.map_err(|e| SystemdError::UnitFile {
             path,
             cause: e.to_string(),
@@ -234,22 +256,19 @@ impl Systemd {
         }
     }
 
-    /// Accounting for every app's slice (`appunit-<id>.slice`, by systemd's drop-ins for
-    /// a name prefix): `usage` reads it, and without CPUAccounting systemd has no CPU
-    /// time (on cgroup v1 not even a cgroup to count it in). Written before the reload
-    /// that loads an app's units.
-    fn write_slice_accounting(&self) -> Result<()> {
+    /// What every app's units share, written before the reload that loads an app's
+    /// units: accounting for every app's slice (`appunit-<id>.slice`, by systemd's
+    /// drop-ins for a name prefix), which `usage` reads (without CPUAccounting systemd
+    /// has no CPU time, on cgroup v1 not even a cgroup to count it in); and
+    /// `NETFILTER_UNIT`.
+    fn write_shared_units(&self) -> Result<()> {
         let folder = self.unit_dir.join("appunit-.slice.d");
-        let path = folder.join("accounting.conf");
-        if std::fs::read_to_string(&path).is_ok_and(|text| text == SLICE_ACCOUNTING) {
-            return Ok(());
-        }
-        std::fs::create_dir_all(&folder)
-            .and_then(|()| std::fs::write(&path, SLICE_ACCOUNTING))
-            .map_err(|e| SystemdError::UnitFile {
-                path,
-                cause: e.to_string(),
-            })
+        write_if_changed(&folder, &folder.join("accounting.conf"), SLICE_ACCOUNTING)?;
+        write_if_changed(
+            &self.unit_dir,
+            &self.unit_dir.join(NETFILTER_UNIT),
+            NETFILTER,
+        )
     }
 
     /// Stops and disables a unit, removes its file and forgets it. A unit that was
@@ -266,12 +285,17 @@ impl Systemd {
                 cause: e.to_string(),
             })?;
         }
-        // A failed unit stays loaded until its failure is reset.
+        // A failed unit stays loaded until its failure is reset, a pinned one until
+        // it is let go.
         let _ = self.manager.reset_failed_unit(unit.to_string()).await;
-        self.paths
+        let pinned = self
+            .paths
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(unit);
+        if pinned.is_some() {
+            let _ = self.manager.unref_unit(unit.to_string()).await;
+        }
         self.reload(unit).await
     }
 
@@ -371,21 +395,31 @@ impl Systemd {
     /// a failure, and the status text its main process last sent.
     pub async fn status(&self, unit: &str) -> Result<UnitStatus> {
         let _read = self.reads.acquire().await;
-        let state = self.active_state(unit).await?;
-        let sub_state = self
-            .unit(unit)
-            .await?
-            .sub_state()
-            .await
-            .map_err(call_error("SubState", unit))?;
-        let status_text = self
-            .service(unit)
-            .await?
-            .status_text()
-            .await
-            .map_err(call_error("StatusText", unit))?;
+        let (proxy, service) = (self.unit(unit).await?, self.service(unit).await?);
+        // Asked at once: one round trip to systemd, not three, on every answer that
+        // follows a job.
+        let (state, sub_state, status_text) = tokio::try_join!(
+            async {
+                proxy
+                    .active_state()
+                    .await
+                    .map_err(call_error("ActiveState", unit))
+            },
+            async {
+                proxy
+                    .sub_state()
+                    .await
+                    .map_err(call_error("SubState", unit))
+            },
+            async {
+                service
+                    .status_text()
+                    .await
+                    .map_err(call_error("StatusText", unit))
+            },
+        )?;
         Ok(UnitStatus {
-            state,
+            state: UnitState::parse(&state),
             auto_restart: sub_state == "auto-restart",
             status_text,
         })
@@ -396,7 +430,7 @@ impl Systemd {
     pub async fn slice_usage(&self, slice: &str) -> Result<Usage> {
         let _read = self.reads.acquire().await;
         let proxy = SliceProxy::builder(&self.connection)
-            .path(self.path(slice).await?)
+            .path(self.object_path(slice, false).await?)
             .cache_properties(CacheProperties::No)
             .build()
             .await
@@ -443,8 +477,20 @@ impl Systemd {
             .map_err(call_error("LoadUnit", unit))
     }
 
-    /// The unit's object path, asked once.
+    /// The unit's object path, asked once, and the unit pinned in systemd's memory for
+    /// as long as this connection lives. An unpinned unit that is stopped is unloaded at
+    /// once, and each later read of it parsed its file again and announced it anew
+    /// (PropertiesChanged): the state model read it on that signal, which loaded it
+    /// again. After an AppStop that loop held systemd's one thread for 300 ms, and an
+    /// AppStart right after queued behind it; a pinned unit is also started without
+    /// parsing its file.
     async fn path(&self, unit: &str) -> Result<OwnedObjectPath> {
+        self.object_path(unit, true).await
+    }
+
+    /// A unit's object path, asked once; the unit pinned when `pin` (a slice is not:
+    /// it is read only while its app runs, and it would outlive its app).
+    async fn object_path(&self, unit: &str, pin: bool) -> Result<OwnedObjectPath> {
         if let Some(path) = self
             .paths
             .lock()
@@ -456,6 +502,15 @@ impl Systemd {
         let path = retried(|| self.manager.load_unit(unit.to_string()))
             .await
             .map_err(call_error("LoadUnit", unit))?;
+        // A unit without a file yet cannot be pinned (NoSuchUnit): it is asked again
+        // next time, until it can.
+        if pin
+            && retried(|| self.manager.ref_unit(unit.to_string()))
+                .await
+                .is_err()
+        {
+            return Ok(path);
+        }
         self.paths
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -547,8 +602,12 @@ impl Systemd {
     /// Waits (briefly) until the unit's ActiveState leaves a transition. systemd sends
     /// JobRemoved before the unit's PropertiesChanged: a status read right after a job
     /// could still see "deactivating" otherwise. It waits for that signal, not a poll
-    /// interval (the answer's latency).
+    /// interval (the answer's latency). Usually it has left it already: one read, and
+    /// no subscription (two more round trips) on the answer's path.
     async fn settle(&self, unit: &str) {
+        if !matches!(self.state(unit).await, Ok(state) if state.in_transition()) {
+            return;
+        }
         let Ok(path) = self.path(unit).await else {
             return;
         };
@@ -570,9 +629,8 @@ impl Systemd {
         };
         let settled = async {
             loop {
-                match self.state(unit).await {
-                    Ok(UnitState::Activating | UnitState::Deactivating | UnitState::Reloading) => {}
-                    _ => return,
+                if !matches!(self.state(unit).await, Ok(state) if state.in_transition()) {
+                    return;
                 }
                 if changes.next().await.is_none() {
                     return;
@@ -581,6 +639,21 @@ impl Systemd {
         };
         let _ = tokio::time::timeout(std::time::Duration::from_secs(1), settled).await;
     }
+}
+
+/// Writes `text` to `path` in `folder` (made if missing) unless it holds it already;
+/// readable by all, as systemd wants unit files.
+fn write_if_changed(folder: &Path, path: &Path, text: &str) -> Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(folder)
+        .and_then(|()| std::fs::write(path, text))
+        .and_then(|()| std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)))
+        .map_err(|e| SystemdError::UnitFile {
+            path: path.to_path_buf(),
+            cause: e.to_string(),
+        })
 }
 
 /// The units named by `WantedBy=` in a unit file's [Install] section.
