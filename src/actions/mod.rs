@@ -124,10 +124,8 @@ const MAX_LOG_LINES: u32 = 10_000;
 /// (AppLogs with `follow=true`) whose frames are ready to send.
 pub enum Answer {
     Reply(Reply),
-    /// AppStatus: `ResponseData` already JSON (kept rendered in the model).
+    /// AppStatus and AppList: `ResponseData` already JSON (kept rendered in the model).
     Json(Bytes),
-    /// AppList: the apps' JSON, to be joined into an array.
-    JsonArray(Vec<Bytes>),
     Stream(BoxStream<'static, Bytes>),
 }
 
@@ -248,7 +246,7 @@ impl Actions {
                 self.change_state(action, params).await.map(app_id_data)
             }
             Action::Status => return self.status(params, language).await.map(Answer::Json),
-            Action::List => return self.list(params, language).await.map(Answer::JsonArray),
+            Action::List => return self.list(params, language).await.map(Answer::Json),
             Action::Logs => return self.logs(params).await,
             Action::Backup => {
                 let (app_id, backup) = self.backup(params).await?;
@@ -432,21 +430,34 @@ impl Actions {
         Ok(self.json(&app, language))
     }
 
-    async fn list(&self, params: &Params, language: Language) -> Result<Vec<Bytes>, AppError> {
+    /// AppList's `ResponseData`: the array of every app (or the one named) as JSON.
+    async fn list(&self, params: &Params, language: Language) -> Result<Bytes, AppError> {
         let only = params.text("customer_app_name")?;
         if only.is_some_and(|name| !is_valid_app_id(name)) {
             return Err(AppError::CustomerAppNameFormat);
         }
-        let apps = self.lifecycle.model().list(only).await;
-        Ok(apps.iter().map(|app| self.json(app, language)).collect())
+        let model = self.lifecycle.model();
+        Ok(match only {
+            None => {
+                let render = |app: &AppState| self.render(app, language);
+                model.list_json(language, render).await
+            }
+            Some(_) => {
+                let apps = model.list(only).await;
+                let items: Vec<Bytes> = apps.iter().map(|app| self.json(app, language)).collect();
+                crate::state::json_array(&items)
+            }
+        })
     }
 
     /// The app's AppStatusInfo as JSON, rendered once per language until it changes.
     fn json(&self, app: &AppState, language: Language) -> Bytes {
-        app.json(language, |app| {
-            // Serializing plain strings and numbers cannot fail.
-            Bytes::from(serde_json::to_vec(&self.detail(app, language)).unwrap_or_default())
-        })
+        app.json(language, |app| self.render(app, language))
+    }
+
+    fn render(&self, app: &AppState, language: Language) -> Bytes {
+        // Serializing plain strings and numbers cannot fail.
+        Bytes::from(serde_json::to_vec(&self.detail(app, language)).unwrap_or_default())
     }
 
     async fn record(&self, app_id: &str) -> Result<Option<AppRecord>, AppError> {

@@ -154,8 +154,7 @@ async fn handle(request: Request<Incoming>, actions: &Arc<Actions>) -> Response<
     };
     match call(&parts, body, action, actions, language).await {
         Ok(Answer::Reply(data)) => response::success(&data).map(BodyExt::boxed_unsync),
-        Ok(Answer::Json(data)) => response::success_json(&data).map(BodyExt::boxed_unsync),
-        Ok(Answer::JsonArray(items)) => response::success_array(&items).map(BodyExt::boxed_unsync),
+        Ok(Answer::Json(data)) => response::success_json(data),
         Ok(Answer::Stream(frames)) => event_stream(frames),
         Err((error, params)) => {
             response::failure(&error, action.failure_data(&params).as_ref(), language)

@@ -4,10 +4,13 @@ use crate::actions::Reply;
 use crate::error::{AppError, Code};
 use crate::messages::{Language, message};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::Response;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
+use hyper::body::Frame;
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use serde::Serialize;
+use std::convert::Infallible;
 
 #[derive(Serialize)]
 struct Envelope<'a> {
@@ -35,33 +38,40 @@ pub fn success(data: &Reply) -> Response<Full<Bytes>> {
     )
 }
 
-/// A success whose `ResponseData` is JSON already.
-pub fn success_json(value: &[u8]) -> Response<Full<Bytes>> {
-    let mut body = envelope_head(value.len());
-    body.extend_from_slice(value);
-    body.push(b'}');
-    bytes_response(200, "application/json", body.into())
+/// A success whose `ResponseData` is JSON already. A large one (AppList's, kept joined
+/// in the model) is sent as it is, between the envelope's two ends, not copied into a
+/// new body.
+pub fn success_json(value: Bytes) -> Response<UnsyncBoxBody<Bytes, Infallible>> {
+    if value.len() < COPIED_UP_TO {
+        let mut body = envelope_head(value.len());
+        body.extend_from_slice(&value);
+        body.push(b'}');
+        return bytes_response(200, "application/json", body.into()).map(BodyExt::boxed_unsync);
+    }
+    let length = ENVELOPE_HEAD.len() + value.len() + 1;
+    let pieces = [
+        Bytes::from_static(ENVELOPE_HEAD),
+        value,
+        Bytes::from_static(b"}"),
+    ];
+    let frames = futures_util::stream::iter(pieces.map(|piece| Ok(Frame::data(piece))));
+    let mut response = bytes_response(200, "application/json", Bytes::new())
+        .map(|_| StreamBody::new(frames).boxed_unsync());
+    response
+        .headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(length));
+    response
 }
 
-/// A success whose `ResponseData` is an array of `items`, each JSON already.
-pub fn success_array(items: &[Bytes]) -> Response<Full<Bytes>> {
-    let mut body = envelope_head(items.iter().map(|item| item.len() + 1).sum::<usize>() + 1);
-    body.push(b'[');
-    for (at, item) in items.iter().enumerate() {
-        if at > 0 {
-            body.push(b',');
-        }
-        body.extend_from_slice(item);
-    }
-    body.extend_from_slice(b"]}");
-    bytes_response(200, "application/json", body.into())
-}
+/// Below this a body is one piece: copying it costs less than more writes.
+const COPIED_UP_TO: usize = 16 * 1024;
 
 /// `{"ResponseData":`, in a buffer with room for `data` bytes and the end.
+const ENVELOPE_HEAD: &[u8] = b"{\"ResponseData\":";
+
 fn envelope_head(data: usize) -> Vec<u8> {
-    const HEAD: &[u8] = b"{\"ResponseData\":";
-    let mut body = Vec::with_capacity(HEAD.len() + data + 1);
-    body.extend_from_slice(HEAD);
+    let mut body = Vec::with_capacity(ENVELOPE_HEAD.len() + data + 1);
+    body.extend_from_slice(ENVELOPE_HEAD);
     body
 }
 

@@ -207,6 +207,45 @@ async fn the_queue_takes_no_app_before_events_showed_it_queued() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_list_is_joined_again_only_after_a_change() {
+    let bench = bench(8, 2);
+    let queue = tokio::spawn(bench.lifecycle.clone().run_queue());
+    let list = || async {
+        match bench
+            .actions
+            .call(Action::List, &params(&[]), Language::English)
+            .await
+        {
+            Ok(Answer::Json(array)) => array,
+            _ => panic!("AppList answered no JSON"),
+        }
+    };
+    bench.install("first").await.unwrap();
+    bench.until_phase("first", Phase::Installed).await;
+    // A first AppList may refresh the running app's usage (a change): it lands first.
+    list().await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (once, again) = (list().await, list().await);
+    assert_eq!(
+        once.as_ptr(),
+        again.as_ptr(),
+        "the same array, not joined again"
+    );
+
+    bench.install("second").await.unwrap();
+    bench.until_phase("second", Phase::Installed).await;
+    let after: serde_json::Value = serde_json::from_slice(&list().await).unwrap();
+    let ids: Vec<&str> = after
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["app_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["first", "second"]);
+    queue.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_pull_is_an_error_with_its_reason_and_leaves_nothing() {
     let bench = bench(2, 2);
     bench.host.pulls_fail.store(true, Ordering::SeqCst);

@@ -13,7 +13,7 @@ use crate::store::{AppRecord, Phase, StatusReason};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -60,11 +60,9 @@ impl AppState {
 
     /// The app's JSON in `language`, rendered by `render` the first time it is asked for.
     pub fn json(&self, language: Language, render: impl FnOnce(&AppState) -> Bytes) -> Bytes {
-        let slot = match language {
-            Language::English => &self.json[0],
-            Language::Chinese => &self.json[1],
-        };
-        slot.get_or_init(|| render(self)).clone()
+        self.json[slot(language)]
+            .get_or_init(|| render(self))
+            .clone()
     }
 
     /// What /Events sends an event for a change of.
@@ -80,6 +78,32 @@ pub struct Model {
     units: Arc<dyn UnitManager>,
     events: broadcast::Sender<Arc<AppState>>,
     tickets: AtomicU64,
+    /// Bumped at every change of `apps`, under its write lock.
+    generation: AtomicU64,
+    /// AppList's array of every app, per language, and the generation it shows.
+    listed: [Mutex<Option<(u64, Bytes)>>; 2],
+}
+
+/// Where a language's rendering is kept.
+fn slot(language: Language) -> usize {
+    match language {
+        Language::English => 0,
+        Language::Chinese => 1,
+    }
+}
+
+/// A JSON array of JSON `items`.
+pub fn json_array(items: &[Bytes]) -> Bytes {
+    let mut array = Vec::with_capacity(items.iter().map(|item| item.len() + 1).sum::<usize>() + 1);
+    array.push(b'[');
+    for (at, item) in items.iter().enumerate() {
+        if at > 0 {
+            array.push(b',');
+        }
+        array.extend_from_slice(item);
+    }
+    array.push(b']');
+    array.into()
 }
 
 impl Model {
@@ -100,6 +124,8 @@ impl Model {
             units,
             events: broadcast::channel(EVENTS_QUEUED).0,
             tickets: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            listed: Default::default(),
         }
     }
 
@@ -125,6 +151,39 @@ impl Model {
             checked.push(self.checked(app).await);
         }
         checked
+    }
+
+    /// Every app's JSON in `language` (each rendered by `render` once) as one array,
+    /// joined again only after a change. The apps whose status may be stale (running, or
+    /// their unit unread) are checked first, as `list` checks them.
+    pub async fn list_json(
+        self: &Arc<Self>,
+        language: Language,
+        render: impl Fn(&AppState) -> Bytes,
+    ) -> Bytes {
+        let unsure: Vec<Arc<AppState>> = self
+            .read()
+            .values()
+            .filter(|app| app.truth.is_none() || app.status() == Some(Status::Running))
+            .cloned()
+            .collect();
+        for app in unsure {
+            self.checked(app).await;
+        }
+        let listed = &self.listed[slot(language)];
+        let (generation, apps) = {
+            let apps = self.read();
+            let generation = self.generation.load(Ordering::SeqCst);
+            let cached = listed.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((_, array)) = cached.as_ref().filter(|(at, _)| *at == generation) {
+                return array.clone();
+            }
+            (generation, apps.values().cloned().collect::<Vec<_>>())
+        };
+        let items: Vec<Bytes> = apps.iter().map(|app| app.json(language, &render)).collect();
+        let array = json_array(&items);
+        *listed.lock().unwrap_or_else(|p| p.into_inner()) = Some((generation, array.clone()));
+        array
     }
 
     /// Reads the unit of every installed app not read yet (at start-up), off any request.
@@ -162,7 +221,9 @@ impl Model {
     pub fn set_record(&self, app_id: &str, record: Option<AppRecord>) -> bool {
         let mut apps = self.write();
         let Some(record) = record else {
-            apps.remove(app_id);
+            if apps.remove(app_id).is_some() {
+                self.generation.fetch_add(1, Ordering::SeqCst);
+            }
             return false;
         };
         let before = apps.get(app_id);
@@ -262,6 +323,7 @@ impl Model {
                 .map(|before| before.event_key())
                 != Some(app.event_key());
         apps.insert(app.record.app_id.clone(), app.clone());
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if eventful {
             // No subscriber is no one to tell.
             let _ = self.events.send(app);
