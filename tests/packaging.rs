@@ -23,9 +23,7 @@ fn packages() -> &'static (PathBuf, PathBuf) {
             "packaging/build: {}",
             String::from_utf8_lossy(&build.stderr)
         );
-        let target = std::env::var("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| PathBuf::from(common::REPO).join("target"));
+        let target = common::target_dir();
         let find = |extension: &str| {
             std::fs::read_dir(target.join("packages"))
                 .unwrap()

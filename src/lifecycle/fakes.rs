@@ -29,6 +29,8 @@ pub struct World {
     /// Unit name → running.
     pub units: BTreeMap<String, bool>,
     pub namespaces: BTreeSet<String>,
+    /// The slices whose usage was read, a name per read.
+    pub usage_reads: Vec<String>,
 }
 
 pub struct FakeHost {
@@ -269,8 +271,19 @@ impl UnitManager for FakeHost {
         })
     }
 
-    async fn slice_usage(&self, _slice: &str) -> Result<Usage, SystemdError> {
-        Ok(Usage::default())
+    /// An app's memory grows by a byte at each read: every read is a new figure.
+    async fn slice_usage(&self, slice: &str) -> Result<Usage, SystemdError> {
+        let mut world = self.world();
+        world.usage_reads.push(slice.to_owned());
+        let reads = world
+            .usage_reads
+            .iter()
+            .filter(|read| *read == slice)
+            .count();
+        Ok(Usage {
+            memory_bytes: reads as u64,
+            ..Usage::default()
+        })
     }
 
     async fn unit_changes(&self) -> Result<BoxStream<'static, String>, SystemdError> {

@@ -246,6 +246,68 @@ async fn app_list_is_joined_again_only_after_a_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_usage_is_read_once_per_running_app_and_put_in_at_once() {
+    let bench = bench(9, 3);
+    let queue = tokio::spawn(bench.lifecycle.clone().run_queue());
+    let list = || async {
+        match bench
+            .actions
+            .call(Action::List, &params(&[]), Language::English)
+            .await
+        {
+            Ok(Answer::Json(array)) => array,
+            _ => panic!("AppList answered no JSON"),
+        }
+    };
+    let apps = ["u1", "u2", "u3"];
+    for app in apps {
+        bench.install(app).await.unwrap();
+    }
+    for app in apps {
+        bench.until_phase(app, Phase::Installed).await;
+    }
+    list().await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let reads = || bench.host.world().usage_reads.len();
+    let before = reads();
+
+    // Three lists at once, each finding every app's figure old: one read per app.
+    tokio::join!(list(), list(), list());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while reads() < before + apps.len() {
+        assert!(std::time::Instant::now() < deadline, "usage was not read");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        reads(),
+        before + apps.len(),
+        "{:?}",
+        bench.host.world().usage_reads
+    );
+
+    let (once, again) = (list().await, list().await);
+    assert_eq!(
+        once.as_ptr(),
+        again.as_ptr(),
+        "joined again after the figures"
+    );
+    let shown: serde_json::Value = serde_json::from_slice(&once).unwrap();
+    for app in shown.as_array().unwrap() {
+        let slice = crate::app::slice_name(app["app_id"].as_str().unwrap());
+        let read = bench
+            .host
+            .world()
+            .usage_reads
+            .iter()
+            .filter(|r| **r == slice)
+            .count();
+        assert_eq!(app["usage"]["memory_bytes"], read, "{app}");
+    }
+    queue.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_pull_is_an_error_with_its_reason_and_leaves_nothing() {
     let bench = bench(2, 2);
     bench.host.pulls_fail.store(true, Ordering::SeqCst);

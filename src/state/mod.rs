@@ -137,7 +137,9 @@ impl Model {
     /// The app as it is now, its unit read if it never was.
     pub async fn get(self: &Arc<Self>, app_id: &str) -> Option<Arc<AppState>> {
         let app = self.read().get(app_id).cloned()?;
-        Some(self.checked(app).await)
+        let app = self.checked(app).await;
+        self.refresh_usage([&app]);
+        Some(app)
     }
 
     /// Every app (or the one named), sorted by id.
@@ -150,6 +152,7 @@ impl Model {
         for app in apps {
             checked.push(self.checked(app).await);
         }
+        self.refresh_usage(&checked);
         checked
     }
 
@@ -167,9 +170,11 @@ impl Model {
             .filter(|app| app.truth.is_none() || app.status() == Some(Status::Running))
             .cloned()
             .collect();
+        let mut checked = Vec::with_capacity(unsure.len());
         for app in unsure {
-            self.checked(app).await;
+            checked.push(self.checked(app).await);
         }
+        self.refresh_usage(&checked);
         let listed = &self.listed[slot(language)];
         let (generation, apps) = {
             let apps = self.read();
@@ -331,8 +336,7 @@ impl Model {
     }
 
     /// The app as it may be served: its unit read if it never was; a running app whose
-    /// unit's processes are all gone is `stopping`; its usage read again (off this
-    /// request) when it is old.
+    /// unit's processes are all gone is `stopping`.
     async fn checked(self: &Arc<Self>, app: Arc<AppState>) -> Arc<AppState> {
         let app_id = &app.record.app_id;
         if app.truth.is_none() {
@@ -352,24 +356,43 @@ impl Model {
             tokio::spawn(self.clone().read_unit(app_id.clone(), true));
             return self.read().get(app_id).cloned().unwrap_or(app);
         }
-        // Usage changes all the time: reading it for every app of every AppList would be
-        // a bus round trip per running app per request. It is read when asked for and
-        // older than USAGE_MAX_AGE, off the request, which gets the last figure.
-        if app.usage_read.elapsed() > USAGE_MAX_AGE
-            && !app.usage_reading.swap(true, Ordering::SeqCst)
-        {
-            let (model, app_id, ticket) = (self.clone(), app_id.clone(), app.ticket);
-            tokio::spawn(async move {
+        app
+    }
+
+    /// Reads again, off the request, the usage of those `apps` that run and whose figure
+    /// is older than USAGE_MAX_AGE. Usage changes all the time: reading it for every app
+    /// of every AppList would be a bus round trip per running app per request. One task
+    /// reads them one after another and puts them in together, so that a list of many
+    /// running apps is joined again once, not once per app, and the bus is not flooded.
+    fn refresh_usage<'a>(self: &Arc<Self>, apps: impl IntoIterator<Item = &'a Arc<AppState>>) {
+        let due: Vec<(String, u64)> = apps
+            .into_iter()
+            .filter(|app| {
+                app.status() == Some(Status::Running)
+                    && app.usage_read.elapsed() > USAGE_MAX_AGE
+                    && !app.usage_reading.swap(true, Ordering::SeqCst)
+            })
+            .map(|app| (app.record.app_id.clone(), app.ticket))
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let model = self.clone();
+        tokio::spawn(async move {
+            let mut read = Vec::with_capacity(due.len());
+            for (app_id, ticket) in due {
                 let usage = model.read_usage(&app_id).await;
-                let mut apps = model.write();
+                read.push((app_id, ticket, usage));
+            }
+            let mut apps = model.write();
+            for (app_id, ticket, usage) in read {
                 if let Some(before) = apps.get(&app_id).filter(|b| b.ticket == ticket) {
                     let app =
                         AppState::new(before.record.clone(), before.truth.clone(), usage, ticket);
                     model.put(&mut apps, Arc::new(app));
                 }
-            });
-        }
-        app
+            }
+        });
     }
 
     async fn read_usage(&self, app_id: &str) -> Option<Usage> {

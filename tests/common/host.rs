@@ -68,7 +68,11 @@ impl Host {
     /// Version 1 of the test image is small; version 2 carries 48 MiB more, so that
     /// its pull takes long enough to be caught in the act.
     pub fn boot() -> Host {
-        let sandbox = Sandbox::boot("");
+        Host::boot_in(Sandbox::boot(""))
+    }
+
+    /// As `boot`, in a sandbox booted by the caller.
+    pub fn boot_in(sandbox: Sandbox) -> Host {
         publish_images(&sandbox);
         let host = Host::on(sandbox);
         let config = format!(

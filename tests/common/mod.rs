@@ -24,6 +24,13 @@ use tokio::net::UnixStream;
 
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
+/// Cargo's target folder, where the builds and the packages go.
+pub fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(REPO).join("target"))
+}
+
 pub struct Daemon {
     pub dir: TempDir,
     pub socket: PathBuf,

@@ -22,33 +22,66 @@ pub const APPUNITD_INSIDE: &str = "/run/appunit-bin/appunitd";
 /// sandbox does not start multi-user.target (it would start getty on the host's tty).
 pub const TARGET: &str = "appunit-sandbox.target";
 
+/// The folder of the appunitd this test build made.
+pub fn test_binaries() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_appunitd"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The folder of the release appunitd, the one the packages ship, built for it as
+/// packaging/build builds it (so either build finds the other's done).
+pub fn release_binaries() -> PathBuf {
+    let build = Command::new("cargo")
+        .args(["build", "--locked", "--release", "--bins"])
+        .current_dir(super::REPO)
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "cargo build --release: {}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    super::target_dir().join("release")
+}
+
+fn new_folder() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("appunit-sbx")
+        .tempdir()
+        .unwrap()
+}
+
 impl Sandbox {
     /// Boots a sandbox; `wants` are extra units its target pulls in.
     pub fn boot(wants: &str) -> Sandbox {
-        let dir = tempfile::Builder::new()
-            .prefix("appunit-sbx")
-            .tempdir()
-            .unwrap();
-        Sandbox::boot_in(dir, wants)
+        Sandbox::boot_running(wants, &test_binaries())
+    }
+
+    /// Boots a sandbox whose appunitd is the one in the folder `binaries`.
+    pub fn boot_running(wants: &str, binaries: &Path) -> Sandbox {
+        Sandbox::start(new_folder(), wants, None, binaries)
     }
 
     /// Boots with /usr, /etc and /var as overlays whose writes stay in the sandbox's
     /// folder, so that a package can be installed inside; /var/lib/appunit and
     /// /etc/appunit are then the package's.
     pub fn boot_with_overlay_root(wants: &str) -> Sandbox {
-        let dir = tempfile::Builder::new()
-            .prefix("appunit-sbx")
-            .tempdir()
-            .unwrap();
-        Sandbox::start(dir, wants, Some("overlay"))
+        Sandbox::start(new_folder(), wants, Some("overlay"), &test_binaries())
     }
 
     /// Boots on the folders of an earlier sandbox: a reboot.
     pub fn boot_in(dir: TempDir, wants: &str) -> Sandbox {
-        Sandbox::start(dir, wants, None)
+        Sandbox::reboot_running(dir, wants, &test_binaries())
     }
 
-    fn start(dir: TempDir, wants: &str, mode: Option<&str>) -> Sandbox {
+    /// A reboot whose appunitd is the one in the folder `binaries`.
+    pub fn reboot_running(dir: TempDir, wants: &str, binaries: &Path) -> Sandbox {
+        Sandbox::start(dir, wants, None, binaries)
+    }
+
+    fn start(dir: TempDir, wants: &str, mode: Option<&str>, binaries: &Path) -> Sandbox {
         let root = dir.path();
         for sub in ["run", "containerd", "appunit", "units", "etc-appunit"] {
             std::fs::create_dir_all(root.join(sub)).unwrap();
@@ -68,7 +101,7 @@ impl Sandbox {
             .arg(wants)
             .arg(TARGET)
             .arg(super::REPO)
-            .arg(Path::new(env!("CARGO_BIN_EXE_appunitd")).parent().unwrap())
+            .arg(binaries)
             .args(mode)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
