@@ -97,11 +97,14 @@ pub enum ConfigError {
 
 impl Config {
     /// Loads `path`. A missing file is only acceptable at the default path, since every
-    /// key has a default; a path the operator named must exist.
-    pub fn load(path: &Path, explicit: bool) -> Result<Config, ConfigError> {
+    /// key has a default; another path the operator named must exist.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(err) if !explicit && err.kind() == std::io::ErrorKind::NotFound => {
+            Err(err)
+                if path == Path::new(DEFAULT_PATH)
+                    && err.kind() == std::io::ErrorKind::NotFound =>
+            {
                 return Ok(Config::default());
             }
             Err(source) => {

@@ -12,6 +12,8 @@ pub mod error;
 pub mod host;
 pub mod images;
 pub mod lifecycle;
+pub mod logging;
+pub mod malloc;
 pub mod messages;
 pub mod runtime;
 pub mod state;

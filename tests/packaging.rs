@@ -256,6 +256,7 @@ fn the_rpm_lists_its_files_and_its_scriptlets_run() {
     for expected in [
         "/usr/bin/appunitd",
         "/usr/bin/appunit",
+        "/usr/bin/appunit-supervisor",
         "/usr/lib/systemd/system/appunitd.service",
         "/usr/lib/systemd/system/appunitd.socket",
         "/usr/lib/systemd/system/appunit-gateway.service",

@@ -430,8 +430,7 @@ fn report(envelope: &serde_json::Value, json: bool) -> ExitCode {
 
 /// The newest version of a catalog app, from the catalog folders of the config.
 fn newest_version(config_path: &Path, app: &str) -> Option<String> {
-    let explicit = config_path != Path::new(config::DEFAULT_PATH);
-    let config = Config::load(config_path, explicit).ok()?;
+    let config = Config::load(config_path).ok()?;
     let (catalog, _) = Catalog::load(&config.catalog_dirs);
     catalog.get(app)?.meta.versions.first().cloned()
 }

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use tokio::net::UnixListener;
-use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -36,7 +35,9 @@ enum Command {
         #[arg(required = true)]
         dirs: Vec<PathBuf>,
     },
-    /// Run an installed app's containers: the main process of its unit.
+    /// Run an installed app's containers, as appunit-supervisor does: the main process
+    /// of units written by versions before that binary.
+    #[command(hide = true)]
     Supervise { app_id: String },
     /// Unpublish every app's ports and remove its network namespace (the package's
     /// removal runs it once the apps are stopped; an app's next start makes them again).
@@ -50,11 +51,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    appunit::logging::init();
     let outcome = match cli.command {
         Some(Command::CheckCatalog { dirs }) => check_catalog(&dirs),
         Some(Command::Pull { images }) => pull(&cli.config, &images),
-        Some(Command::Supervise { app_id }) => supervise(&cli.config, &app_id),
+        Some(Command::Supervise { app_id }) => appunit::supervisor::main(&cli.config, &app_id),
         Some(Command::ReleaseNetworks) => release_networks(&cli.config),
         None => run_daemon(&cli.config),
     };
@@ -64,20 +65,6 @@ fn main() -> ExitCode {
             eprintln!("appunitd: {message}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Journald when systemd connected our output to the journal; stderr otherwise.
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let registry = tracing_subscriber::registry().with(filter);
-    let journald = std::env::var_os("JOURNAL_STREAM").and_then(|_| tracing_journald::layer().ok());
-    match journald {
-        Some(layer) => registry.with(layer).init(),
-        None => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-            .init(),
     }
 }
 
@@ -91,25 +78,7 @@ fn check_catalog(dirs: &[PathBuf]) -> Result<(), String> {
 }
 
 fn load_config(path: &Path) -> Result<Config, String> {
-    let explicit = path != Path::new(config::DEFAULT_PATH);
-    Config::load(path, explicit).map_err(|e| e.to_string())
-}
-
-fn supervise(config_path: &Path, app_id: &str) -> Result<(), String> {
-    if !appunit::actions::is_valid_app_id(app_id) {
-        return Err(format!("{app_id:?} is not an app id"));
-    }
-    let config = load_config(config_path)?;
-    // One arena: a supervisor's few threads (the runtime's, a blocking one for the
-    // network check) would each get one and keep its pages, in every app.
-    malloc::limit_arenas(1);
-    // One thread: a supervisor waits on a few streams. Worker threads (one per core)
-    // would cost every app their stacks and malloc arenas, and their start.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("starting tokio: {e}"))?;
-    runtime.block_on(appunit::supervisor::supervise(&config, app_id))
+    Config::load(path).map_err(|e| e.to_string())
 }
 
 fn release_networks(config_path: &Path) -> Result<(), String> {
@@ -189,7 +158,7 @@ fn run_daemon(config_path: &Path) -> Result<(), String> {
     raise_file_limit();
     // Per-thread arenas (up to 8 per core) each keep the pages freed in them: the
     // workers and the blocking pool share two instead.
-    malloc::limit_arenas(2);
+    appunit::malloc::limit_arenas(2);
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("starting tokio: {e}"))?;
     runtime.block_on(async {
         let listener = listen(&config.socket)?;
@@ -207,7 +176,9 @@ fn run_daemon(config_path: &Path) -> Result<(), String> {
         // uninstalls are finished.
         tokio::spawn(lifecycle.clone().reconcile());
         tokio::spawn(lifecycle.clone().watch_units());
-        tokio::spawn(malloc::trim_when_quiet(lifecycle.model().subscribe()));
+        tokio::spawn(appunit::malloc::trim_when_quiet(
+            lifecycle.model().subscribe(),
+        ));
         // Harmless when not started by systemd (no NOTIFY_SOCKET).
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
         if let Some(timeout) = sd_notify::watchdog_enabled() {
@@ -298,40 +269,5 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: finishing open requests"),
         _ = interrupt.recv() => tracing::info!("SIGINT: finishing open requests"),
-    }
-}
-
-/// glibc's allocator keeps what a burst of work (installs, a pull, a backup) freed; these
-/// give it back to the system.
-mod malloc {
-    use std::time::Duration;
-    use tokio::sync::broadcast::{self, error::RecvError};
-
-    /// How long no app changes before the freed memory is returned.
-    const QUIET: Duration = Duration::from_secs(1);
-
-    pub fn limit_arenas(arenas: i32) {
-        // SAFETY: sets an allocator parameter; called before other threads start.
-        unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
-    }
-
-    /// Returns the freed memory of every arena once the apps stop changing for `QUIET`:
-    /// after an operation, not on an idle daemon's timer.
-    pub async fn trim_when_quiet<T: Clone>(mut changes: broadcast::Receiver<T>) {
-        loop {
-            match changes.recv().await {
-                Ok(_) | Err(RecvError::Lagged(_)) => {}
-                Err(RecvError::Closed) => return,
-            }
-            loop {
-                match tokio::time::timeout(QUIET, changes.recv()).await {
-                    Ok(Ok(_) | Err(RecvError::Lagged(_))) => {}
-                    Ok(Err(RecvError::Closed)) => return,
-                    Err(_) => break,
-                }
-            }
-            // SAFETY: malloc_trim only walks the allocator's own state, under its locks.
-            let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
-        }
     }
 }

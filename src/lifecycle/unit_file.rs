@@ -1,4 +1,4 @@
-//! The unit file of an app: `appunitd supervise <app_id>` as a notify service in the
+//! The unit file of an app: `appunit-supervisor <app_id>` as a notify service in the
 //! app's slice, started at boot unless the app was stopped.
 
 use super::InstallError;
@@ -37,6 +37,9 @@ RestrictSUIDSGID=yes
 UMask=0077
 ";
 
+/// The supervisor's binary, installed beside appunitd.
+const SUPERVISOR: &str = "appunit-supervisor";
+
 pub(super) fn unit_file(
     config: &Config,
     config_path: &Path,
@@ -44,7 +47,8 @@ pub(super) fn unit_file(
     trademark: &str,
     plan: &AppPlan,
 ) -> Result<String, InstallError> {
-    let exe = installed_path(std::env::current_exe().map_err(InstallError::Exe)?);
+    let daemon = installed_path(std::env::current_exe().map_err(InstallError::Exe)?);
+    let exe = daemon.with_file_name(SUPERVISOR);
     let config_file = std::path::absolute(config_path).map_err(|source| InstallError::Io {
         path: config_path.to_path_buf(),
         source,
@@ -69,7 +73,7 @@ pub(super) fn unit_file(
          [Service]\n\
          Type=notify\n\
          NotifyAccess=main\n\
-         ExecStart={exe} --config {config} supervise {app_id}\n\
+         ExecStart={exe} --config {config} {app_id}\n\
          Slice={slice}\n\
          Restart=on-failure\n\
          RestartSec=5\n\

@@ -1,4 +1,4 @@
-//! What runs inside an app's unit (`appunitd supervise <app_id>`, `Type=notify`): it
+//! What runs inside an app's unit (`appunit-supervisor <app_id>`, `Type=notify`): it
 //! starts the app's containers in dependency order in one network namespace, relays
 //! their output to the journal tagged with the service name, runs the health checks,
 //! reports READY=1 once they pass, and stops the containers gracefully on SIGTERM.
@@ -127,6 +127,24 @@ struct Supervisor {
     run_once: HashSet<String>,
     /// Services whose exit needs nothing more (one-shots done, `on-failure` with 0).
     done: HashSet<String>,
+}
+
+/// The supervisor's process: `appunit-supervisor --config <file> <app_id>`.
+pub fn main(config_path: &Path, app_id: &str) -> Result<(), String> {
+    if !crate::actions::is_valid_app_id(app_id) {
+        return Err(format!("{app_id:?} is not an app id"));
+    }
+    let config = Config::load(config_path).map_err(|e| e.to_string())?;
+    // One arena: a supervisor's few threads (the runtime's, a blocking one for the
+    // network check) would each get one and keep its pages, in every app.
+    crate::malloc::limit_arenas(1);
+    // One thread: a supervisor waits on a few streams. Worker threads (one per core)
+    // would cost every app their stacks and malloc arenas, and their start.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("starting tokio: {e}"))?;
+    runtime.block_on(supervise(&config, app_id))
 }
 
 /// Runs the app until SIGTERM (Ok) or until it fails: a service that exits, a failed
