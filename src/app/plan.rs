@@ -41,9 +41,11 @@ pub struct ServicePlan {
     /// What the supervisor does when the container exits.
     #[serde(default)]
     pub restart: Restart,
-    /// The container's process (environment, working folder, user): health checks
-    /// run with it, only their arguments differ.
-    pub process: oci_spec::runtime::Process,
+    /// The container's process (environment, working folder, user) as its runtime spec
+    /// has it: health checks run with it, only their arguments differ. Kept as JSON:
+    /// the supervisor only swaps the arguments, and reading oci-spec's typed Process
+    /// would put a regex engine (its CPU-affinity check) in every app's supervisor.
+    pub process: serde_json::Value,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -194,7 +196,8 @@ pub fn prepare(
             security: security(service).map_err(|e| format!("{name}: {e}"))?,
         };
         let spec = oci::runtime_spec(&pulled.config, &run).map_err(|e| format!("{name}: {e}"))?;
-        let process = spec.process().clone().unwrap_or_default();
+        let process = serde_json::to_value(spec.process().clone().unwrap_or_default())
+            .map_err(|e| format!("{name}: {e}"))?;
         prepared.plan.services.push(ServicePlan {
             name: name.to_string(),
             container_id: container_id(app_id, name),
@@ -505,11 +508,11 @@ volumes:
             Condition::ServiceCompletedSuccessfully
         );
         assert_eq!(
-            web.process.args().clone().unwrap(),
-            ["sh", "-c", "echo 'hi there'; exec httpd -f"]
+            web.process["args"],
+            serde_json::json!(["sh", "-c", "echo 'hi there'; exec httpd -f"])
         );
-        let env = web.process.env().clone().unwrap();
-        assert!(env.contains(&"DB=db:3306".to_string()) && env.contains(&"DEBUG=true".to_string()));
+        let env = web.process["env"].as_array().unwrap();
+        assert!(env.contains(&"DB=db:3306".into()) && env.contains(&"DEBUG=true".into()));
         assert_eq!(
             prepared.folders,
             [

@@ -8,6 +8,9 @@ use tokio::net::unix::pipe;
 /// The longest line sent as one journal entry; a longer one is sent in pieces, so a
 /// container that never writes a newline cannot make the supervisor buffer without end.
 const MAX_LINE: usize = 16 * 1024;
+/// What a relay reads at once: each line is a journal call anyway, and tokio's 8 KiB
+/// default, two per container, stayed allocated in every app's supervisor.
+const READ_BUFFER: usize = 1024;
 
 /// A FIFO for a container's output. `fresh` replaces one left from an earlier run;
 /// otherwise an existing one is kept, since a running container writes to it.
@@ -54,7 +57,7 @@ async fn relay_lines(
     priority: libsystemd::logging::Priority,
 ) {
     let journal = libsystemd::logging::connected_to_journal();
-    let mut reader = BufReader::new(receiver);
+    let mut reader = BufReader::with_capacity(READ_BUFFER, receiver);
     let mut line = Vec::new();
     while next_piece(&mut reader, &mut line).await {
         let text = String::from_utf8_lossy(&line);
