@@ -34,7 +34,10 @@ pub enum SystemdError {
 
 type Result<T> = std::result::Result<T, SystemdError>;
 
-const SLICE_ACCOUNTING: &str = "# Written by appunitd: what AppStatus's usage reads.\n[Slice]\nCPUAccounting=yes\nMemoryAccounting=yes\nTasksAccounting=yes\n";
+/// Every controller runc's systemd driver asks for on a container's scope (I/O too): a
+/// controller the slice lacks is enabled up the tree at each start and dropped at each
+/// stop, which on cgroup v1 cost about 50 ms of every AppStart (BENCHMARKS.md).
+const SLICE_ACCOUNTING: &str = "# Written by appunitd: what AppStatus's usage reads, and what containers' scopes ask for.\n[Slice]\nCPUAccounting=yes\nMemoryAccounting=yes\nTasksAccounting=yes\nIOAccounting=yes\n";
 
 /// Loads br_netfilter, which keeps apps apart (runtime/net.rs), once per boot: every
 /// app unit wants it. The supervisor may not load modules; this is the one command
