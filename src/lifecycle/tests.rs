@@ -94,6 +94,18 @@ impl Bench {
         self.call(Action::Install, &pairs).await
     }
 
+    /// AppList's array of every app.
+    async fn list(&self) -> bytes::Bytes {
+        match self
+            .actions
+            .call(Action::List, &params(&[]), Language::English)
+            .await
+        {
+            Ok(Answer::Json(array)) => array,
+            _ => panic!("AppList answered no JSON"),
+        }
+    }
+
     async fn uninstall(&self, app_id: &str) -> Result<(), Code> {
         self.call(Action::Uninstall, &[("app_id", app_id)]).await
     }
@@ -210,22 +222,12 @@ async fn the_queue_takes_no_app_before_events_showed_it_queued() {
 async fn app_list_is_joined_again_only_after_a_change() {
     let bench = bench(8, 2);
     let queue = tokio::spawn(bench.lifecycle.clone().run_queue());
-    let list = || async {
-        match bench
-            .actions
-            .call(Action::List, &params(&[]), Language::English)
-            .await
-        {
-            Ok(Answer::Json(array)) => array,
-            _ => panic!("AppList answered no JSON"),
-        }
-    };
     bench.install("first").await.unwrap();
     bench.until_phase("first", Phase::Installed).await;
     // A first AppList may refresh the running app's usage (a change): it lands first.
-    list().await;
+    bench.list().await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let (once, again) = (list().await, list().await);
+    let (once, again) = (bench.list().await, bench.list().await);
     assert_eq!(
         once.as_ptr(),
         again.as_ptr(),
@@ -234,7 +236,7 @@ async fn app_list_is_joined_again_only_after_a_change() {
 
     bench.install("second").await.unwrap();
     bench.until_phase("second", Phase::Installed).await;
-    let after: serde_json::Value = serde_json::from_slice(&list().await).unwrap();
+    let after: serde_json::Value = serde_json::from_slice(&bench.list().await).unwrap();
     let ids: Vec<&str> = after
         .as_array()
         .unwrap()
@@ -249,16 +251,6 @@ async fn app_list_is_joined_again_only_after_a_change() {
 async fn old_usage_is_read_once_per_running_app_and_put_in_at_once() {
     let bench = bench(9, 3);
     let queue = tokio::spawn(bench.lifecycle.clone().run_queue());
-    let list = || async {
-        match bench
-            .actions
-            .call(Action::List, &params(&[]), Language::English)
-            .await
-        {
-            Ok(Answer::Json(array)) => array,
-            _ => panic!("AppList answered no JSON"),
-        }
-    };
     let apps = ["u1", "u2", "u3"];
     for app in apps {
         bench.install(app).await.unwrap();
@@ -266,13 +258,13 @@ async fn old_usage_is_read_once_per_running_app_and_put_in_at_once() {
     for app in apps {
         bench.until_phase(app, Phase::Installed).await;
     }
-    list().await;
+    bench.list().await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let reads = || bench.host.world().usage_reads.len();
     let before = reads();
 
     // Three lists at once, each finding every app's figure old: one read per app.
-    tokio::join!(list(), list(), list());
+    tokio::join!(bench.list(), bench.list(), bench.list());
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while reads() < before + apps.len() {
         assert!(std::time::Instant::now() < deadline, "usage was not read");
@@ -286,7 +278,7 @@ async fn old_usage_is_read_once_per_running_app_and_put_in_at_once() {
         bench.host.world().usage_reads
     );
 
-    let (once, again) = (list().await, list().await);
+    let (once, again) = (bench.list().await, bench.list().await);
     assert_eq!(
         once.as_ptr(),
         again.as_ptr(),
