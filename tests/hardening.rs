@@ -5,7 +5,7 @@
 mod common;
 
 use common::host::Host;
-use common::sandbox::{APPUNITD_INSIDE, REPO_INSIDE, Sandbox};
+use common::sandbox::{APPUNITD_INSIDE, REPO_INSIDE, SUPERVISOR_INSIDE, Sandbox};
 use std::time::Duration;
 
 /// The overall exposure the README records for each unit (section "Hardening"): a
@@ -65,10 +65,10 @@ async fn an_install_leaves_a_root_only_state_tree_and_hardened_units() {
         "0077"
     );
 
-    // The unit runs the installed binary.
+    // The unit runs the supervisor installed beside appunitd.
     let unit = std::fs::read_to_string(sandbox.path("units/appunit-vault.service")).unwrap();
     assert!(
-        unit.contains(&format!("ExecStart={APPUNITD_INSIDE} --config")),
+        unit.contains(&format!("ExecStart={SUPERVISOR_INSIDE} --config")),
         "{unit}"
     );
 

@@ -17,6 +17,7 @@ pub struct Sandbox {
 /// Inside the sandbox, this repository and the folder of the appunitd under test.
 pub const REPO_INSIDE: &str = "/run/appunit-repo";
 pub const APPUNITD_INSIDE: &str = "/run/appunit-bin/appunitd";
+pub const SUPERVISOR_INSIDE: &str = "/run/appunit-bin/appunit-supervisor";
 
 /// The target the sandbox boots: app units are `WantedBy=` it in tests, since the
 /// sandbox does not start multi-user.target (it would start getty on the host's tty).
