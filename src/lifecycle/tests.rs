@@ -134,6 +134,30 @@ impl Bench {
         .await
     }
 
+    /// Until AppStatus shows the app `status`.
+    async fn until_status(&self, app_id: &str, status: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let answer = self
+                .actions
+                .call(
+                    Action::Status,
+                    &params(&[("app_id", app_id)]),
+                    Language::English,
+                )
+                .await;
+            let Ok(Answer::Json(shown)) = answer else {
+                panic!("AppStatus answered no JSON")
+            };
+            let shown: serde_json::Value = serde_json::from_slice(&shown).unwrap();
+            if shown["status"] == status {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{app_id} not {status}: {shown}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     fn calls(&self) -> Vec<String> {
         self.host.world().calls.clone()
     }
@@ -167,20 +191,8 @@ async fn an_install_walks_every_phase_in_order() {
     );
     let folder = bench.config.state_dir.join("apps/shop");
     assert!(folder.join("plan.json").exists() && folder.join("compose.yaml").exists());
-    let status = bench
-        .actions
-        .call(
-            Action::Status,
-            &params(&[("app_id", "shop")]),
-            Language::English,
-        )
-        .await
-        .unwrap();
-    let Answer::Json(status) = status else {
-        panic!("AppStatus answered no JSON")
-    };
-    let status: serde_json::Value = serde_json::from_slice(&status).unwrap();
-    assert_eq!(status["status"], "running");
+    // The model hears of the store's last write just after it is made.
+    bench.until_status("shop", "running").await;
     queue.abort();
 }
 
