@@ -45,7 +45,7 @@ pub struct ServicePlan {
     /// has it: health checks run with it, only their arguments differ. Kept as JSON:
     /// the supervisor only swaps the arguments, and reading oci-spec's typed Process
     /// would put a regex engine (its CPU-affinity check) in every app's supervisor.
-    pub process: serde_json::Value,
+    pub process: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -196,8 +196,12 @@ pub fn prepare(
             security: security(service).map_err(|e| format!("{name}: {e}"))?,
         };
         let spec = oci::runtime_spec(&pulled.config, &run).map_err(|e| format!("{name}: {e}"))?;
-        let process = serde_json::to_value(spec.process().clone().unwrap_or_default())
-            .map_err(|e| format!("{name}: {e}"))?;
+        let process = serde_json::to_value(spec.process().clone().unwrap_or_default());
+        let Ok(serde_json::Value::Object(process)) = process else {
+            return Err(format!(
+                "{name}: the runtime spec's process is no JSON object"
+            ));
+        };
         prepared.plan.services.push(ServicePlan {
             name: name.to_string(),
             container_id: container_id(app_id, name),

@@ -716,7 +716,12 @@ impl Containerd {
     /// Runs `process` inside the running container `id` and returns its exit status:
     /// how health checks run. Its output goes to /dev/null: a closed stdout would fail
     /// a check that prints (wget -O-).
-    pub async fn exec(&self, id: &str, exec_id: &str, process: &serde_json::Value) -> Result<u32> {
+    pub async fn exec(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<u32> {
         let spec = serde_json::to_vec(process).map_err(|e| ContainerdError::Call {
             call: "Tasks.Exec",
             status: Status::invalid_argument(e.to_string()),

@@ -62,9 +62,7 @@ impl HealthChecker {
 
     async fn check(&self) -> Result<(), String> {
         let mut process = self.service.process.clone();
-        if let Some(process) = process.as_object_mut() {
-            process.insert("args".into(), self.plan.args.clone().into());
-        }
+        process.insert("args".into(), self.plan.args.clone().into());
         let exec_id = format!("health-{}", EXEC_IDS.fetch_add(1, Ordering::Relaxed));
         let timeout = Duration::from_millis(self.plan.timeout_ms);
         let run = self
